@@ -1,0 +1,45 @@
+//! The library's typed errors. Every variant names the file, node or sample it
+//! concerns, so the binary can print one sentence a user can act on.
+
+use std::path::PathBuf;
+
+/// A model file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: cannot read the file: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a readable ONNX model ({reason})", path.display())]
+    NotOnnx { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{}: tract cannot run this model: {reason}", path.display())]
+    Tract { path: PathBuf, reason: String },
+}
+
+/// A failure of the gradient engine: building the reverse pass or running it.
+#[derive(Debug, thiserror::Error)]
+pub enum GradError {
+    #[error(
+        "node '{node}' is a {op}, which advscan cannot differentiate, and it lies between the image \
+         input and the logits. Ops with a backward rule: {supported}. The gradient-free attack \
+         (square) still works on this model."
+    )]
+    UnsupportedOp { node: String, op: String, supported: String },
+    #[error("node '{node}' ({op}): {reason}")]
+    Node { node: String, op: String, reason: String },
+    #[error("{0}")]
+    Graph(String),
+    #[error("input has shape {got:?}, the model expects {expected}")]
+    InputShape { got: Vec<usize>, expected: String },
+}
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Grad(#[from] GradError),
+    #[error("{}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+}

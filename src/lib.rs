@@ -1,0 +1,11 @@
+//! advscan: measures how easily an ONNX diagnostic imaging model's
+//! predictions flip under adversarial perturbations.
+//!
+//! The pipeline is the layout: scan → decode → preprocess → model (forward
+//! with tract, exact input gradients of our own) → attack → evaluate →
+//! report → gate.
+
+pub mod error;
+pub mod model;
+
+pub use error::{Error, GradError, ModelError};

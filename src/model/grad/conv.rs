@@ -1,0 +1,4 @@
+//! (being written)
+use super::{BuildCtx, Elem, Op, OpResult, op_bail};
+use crate::model::graph::Node;
+pub fn build_conv<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }

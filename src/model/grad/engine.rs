@@ -1,0 +1,335 @@
+//! Plans and runs the reverse pass over the nodes between the image input and
+//! the logits.
+//!
+//! Every tensor is classified once, when the engine is built:
+//! *const* (initializers, Constant nodes and anything computed only from
+//! them: folded at build time), *path* (depends differentiably on the image:
+//! evaluated every forward, differentiated every backward) or *shape-static*
+//! (depends on the image only through a gradient-stopping op such as Shape:
+//! evaluated every forward, never differentiated). Nodes that do not lead to
+//! the logits are ignored, so a final Softmax is never evaluated.
+
+use super::loss::{Loss, loss_and_dlogits};
+use super::{Backward, BuildCtx, Elem, Op, Value, registry};
+use crate::error::GradError;
+use crate::model::graph::{Dim, Elements, Graph, TensorData};
+use ndarray::{Array2, ArrayD, IxDyn};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Const,
+    Static,
+    Path,
+}
+
+struct PlanNode<T: Elem> {
+    name: String,
+    op_type: String,
+    op: Box<dyn Op<T>>,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    kind: Kind,
+    /// `wrt[i]`: input i is on the gradient path.
+    wrt: Vec<bool>,
+}
+
+/// The reverse-mode differentiator for one model. Immutable after
+/// construction, so one engine is shared by every worker thread.
+pub struct Engine<T: Elem> {
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    consts: Vec<Option<Value<T>>>,
+    /// Nodes evaluated on every forward (path and shape-static), in topological order.
+    live: Vec<PlanNode<T>>,
+    input: usize,
+    input_dims: Vec<Dim>,
+    logits: usize,
+    softmax_stripped: bool,
+}
+
+/// The values of one forward pass, kept for the backward pass.
+pub struct Tape<T: Elem> {
+    values: Vec<Option<Value<T>>>,
+    logits: Array2<T>,
+}
+
+impl<T: Elem> Tape<T> {
+    /// Logits, shape `[batch, classes]`.
+    pub fn logits(&self) -> &Array2<T> {
+        &self.logits
+    }
+}
+
+/// Logits, per-sample objective values and ∂(Σ objectives)/∂input.
+pub struct LossGrad<T> {
+    pub logits: Array2<T>,
+    pub losses: Vec<T>,
+    pub grad: ArrayD<T>,
+}
+
+fn to_value<T: Elem>(t: &TensorData) -> Value<T> {
+    let shape = IxDyn(&t.shape);
+    match &t.data {
+        Elements::Float(v) => {
+            Value::F(ArrayD::from_shape_vec(shape, v.iter().map(|&x| T::of(x)).collect()).expect("tensor size checked by loader"))
+        }
+        Elements::Int(v) => Value::I(ArrayD::from_shape_vec(shape, v.clone()).expect("tensor size checked by loader")),
+    }
+}
+
+impl<T: Elem> Engine<T> {
+    /// Plans the reverse pass from the image input to the logits (the input
+    /// of a final Softmax/LogSoftmax, which is stripped).
+    pub fn new(graph: &Graph) -> Result<Self, GradError> {
+        let ctx = BuildCtx { opset: graph.opset };
+        let entries: HashMap<&str, _> = registry::<T>().into_iter().map(|e| (e.name, e)).collect();
+
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut id_of = |name: &str, names: &mut Vec<String>| -> usize {
+            *ids.entry(name.to_string()).or_insert_with(|| {
+                names.push(name.to_string());
+                names.len() - 1
+            })
+        };
+        let input = id_of(&graph.input.name, &mut names);
+        let logits_name = graph.logits_name().to_string();
+        let logits = id_of(&logits_name, &mut names);
+
+        // Which nodes lead to the logits: walk producers backwards.
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for o in &n.outputs {
+                producer.insert(o.as_str(), i);
+            }
+        }
+        let mut needed = vec![false; graph.nodes.len()];
+        let mut stack = vec![logits_name.as_str()];
+        while let Some(t) = stack.pop() {
+            if let Some(&p) = producer.get(t) {
+                if !needed[p] {
+                    needed[p] = true;
+                    stack.extend(graph.nodes[p].inputs.iter().filter(|s| !s.is_empty()).map(|s| s.as_str()));
+                }
+            }
+        }
+        if !producer.contains_key(logits_name.as_str()) && logits_name != graph.input.name {
+            return Err(GradError::Graph(format!("no node produces the logits tensor '{logits_name}'")));
+        }
+
+        let mut kinds: HashMap<usize, Kind> = HashMap::new();
+        let mut consts: HashMap<usize, Value<T>> = HashMap::new();
+        kinds.insert(input, Kind::Path);
+        for (name, t) in &graph.initializers {
+            if name == &graph.input.name {
+                continue;
+            }
+            let id = id_of(name, &mut names);
+            kinds.insert(id, Kind::Const);
+            consts.insert(id, to_value(t));
+        }
+
+        let mut live = Vec::new();
+        // Outputs after the first of a path node carry no gradient (masks, indices).
+        let mut non_differentiable: HashMap<usize, String> = HashMap::new();
+        for (node, _) in graph.nodes.iter().zip(&needed).filter(|(_, n)| **n) {
+            let node_err = |reason: String| GradError::Node { node: node.name.clone(), op: node.op_type.clone(), reason };
+            let inputs: Vec<Option<usize>> =
+                node.inputs.iter().map(|s| (!s.is_empty()).then(|| id_of(s, &mut names))).collect();
+            let outputs: Vec<usize> = node.outputs.iter().map(|s| id_of(s, &mut names)).collect();
+            for &i in inputs.iter().flatten() {
+                if !kinds.contains_key(&i) {
+                    return Err(node_err(format!("input '{}' is not produced by any node or initializer", names[i])));
+                }
+                if let Some(from) = non_differentiable.get(&i) {
+                    return Err(node_err(format!(
+                        "input '{}' is a non-differentiable output of node '{from}' on the gradient path",
+                        names[i]
+                    )));
+                }
+            }
+            let input_kinds: Vec<Kind> = inputs.iter().map(|i| i.map(|i| kinds[&i]).unwrap_or(Kind::Const)).collect();
+            let any_path = input_kinds.contains(&Kind::Path);
+            let supported = || crate::model::grad::differentiable_ops().join(", ");
+            let entry = match entries.get(node.op_type.as_str()) {
+                Some(e) if node.domain.is_empty() || node.domain == "ai.onnx" => e,
+                _ if any_path => {
+                    return Err(GradError::UnsupportedOp {
+                        node: node.name.clone(),
+                        op: node.op_type.clone(),
+                        supported: supported(),
+                    });
+                }
+                _ => {
+                    return Err(node_err(
+                        "advscan cannot evaluate this op, and the logits depend on its output".into(),
+                    ));
+                }
+            };
+            let op = (entry.build)(node, &ctx).map_err(|e| node_err(e.0))?;
+            let kind = if any_path && !op.stops_gradient() {
+                if !entry.differentiable {
+                    return Err(GradError::UnsupportedOp {
+                        node: node.name.clone(),
+                        op: node.op_type.clone(),
+                        supported: supported(),
+                    });
+                }
+                Kind::Path
+            } else if input_kinds.iter().any(|k| *k != Kind::Const) {
+                Kind::Static
+            } else {
+                Kind::Const
+            };
+            for (k, &o) in outputs.iter().enumerate() {
+                kinds.insert(o, kind);
+                if kind == Kind::Path && k > 0 {
+                    non_differentiable.insert(o, node.name.clone());
+                }
+            }
+            if kind == Kind::Const {
+                let args: Vec<Option<&Value<T>>> = inputs.iter().map(|i| i.and_then(|i| consts.get(&i))).collect();
+                let values = op.forward(&args).map_err(|e| node_err(e.0))?;
+                for (o, v) in outputs.iter().zip(values) {
+                    consts.insert(*o, v);
+                }
+                continue;
+            }
+            let wrt = input_kinds.iter().map(|k| *k == Kind::Path).collect();
+            live.push(PlanNode { name: node.name.clone(), op_type: node.op_type.clone(), op, inputs, outputs, kind, wrt });
+        }
+        if kinds.get(&logits) != Some(&Kind::Path) {
+            return Err(GradError::Graph(format!(
+                "the logits '{logits_name}' do not depend differentiably on the input '{}'",
+                graph.input.name
+            )));
+        }
+        let n = names.len();
+        let mut kind_vec = vec![Kind::Const; n];
+        let mut const_vec: Vec<Option<Value<T>>> = (0..n).map(|_| None).collect();
+        for (i, k) in kinds {
+            kind_vec[i] = k;
+        }
+        for (i, v) in consts {
+            const_vec[i] = Some(v);
+        }
+        Ok(Engine {
+            names,
+            kinds: kind_vec,
+            consts: const_vec,
+            live,
+            input,
+            input_dims: graph.input.shape.clone().unwrap_or_default(),
+            logits,
+            softmax_stripped: graph.softmax_tail().is_some(),
+        })
+    }
+
+    /// True when the graph ended in Softmax/LogSoftmax and gradients are taken on its input.
+    pub fn softmax_stripped(&self) -> bool {
+        self.softmax_stripped
+    }
+
+    /// Op types on the gradient path, in evaluation order (for reports).
+    pub fn path_ops(&self) -> impl Iterator<Item = &str> {
+        self.live.iter().filter(|n| n.kind == Kind::Path).map(|n| n.op_type.as_str())
+    }
+
+    fn check_input(&self, shape: &[usize]) -> Result<(), GradError> {
+        let ok = shape.len() == self.input_dims.len()
+            && shape.iter().zip(&self.input_dims).all(|(s, d)| match d {
+                Dim::Fixed(f) => f == s,
+                Dim::Symbolic(_) => *s > 0,
+            });
+        if ok || self.input_dims.is_empty() {
+            Ok(())
+        } else {
+            let dims: Vec<String> = self.input_dims.iter().map(|d| d.to_string()).collect();
+            Err(GradError::InputShape { got: shape.to_vec(), expected: format!("[{}]", dims.join(", ")) })
+        }
+    }
+
+    /// Runs the path and shape-static nodes, keeping every value for the backward pass.
+    pub fn forward(&self, x: ArrayD<T>) -> Result<Tape<T>, GradError> {
+        self.check_input(x.shape())?;
+        let batch = x.shape()[0];
+        let mut values: Vec<Option<Value<T>>> = (0..self.names.len()).map(|_| None).collect();
+        values[self.input] = Some(Value::F(x));
+        for node in &self.live {
+            let outs = {
+                let args: Vec<Option<&Value<T>>> =
+                    node.inputs.iter().map(|i| i.and_then(|i| self.value(&values, i))).collect();
+                node.op.forward(&args).map_err(|e| self.node_err(node, e.0))?
+            };
+            for (o, v) in node.outputs.iter().zip(outs) {
+                values[*o] = Some(v);
+            }
+        }
+        let logits = match self.value(&values, self.logits) {
+            Some(Value::F(l)) => l,
+            _ => return Err(GradError::Graph("the logits are not a floating-point tensor".into())),
+        };
+        let classes = logits.len() / batch.max(1);
+        let logits = logits
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((batch, classes))
+            .map_err(|_| GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape())))?;
+        Ok(Tape { values, logits })
+    }
+
+    fn value<'a>(&'a self, values: &'a [Option<Value<T>>], id: usize) -> Option<&'a Value<T>> {
+        match self.kinds[id] {
+            Kind::Const => self.consts[id].as_ref(),
+            _ => values[id].as_ref(),
+        }
+    }
+
+    fn node_err(&self, node: &PlanNode<T>, reason: String) -> GradError {
+        GradError::Node { node: node.name.clone(), op: node.op_type.clone(), reason }
+    }
+
+    /// ∂(Σ_b ⟨dlogits_b, logits_b⟩)/∂input: the vector-Jacobian product of the
+    /// whole model. `dlogits` has the shape of [`Tape::logits`].
+    pub fn backward(&self, tape: &Tape<T>, dlogits: &Array2<T>) -> Result<ArrayD<T>, GradError> {
+        let mut grads: Vec<Option<ArrayD<T>>> = (0..self.names.len()).map(|_| None).collect();
+        let logits_shape = tape.values[self.logits].as_ref().map(|v| v.shape().to_vec()).unwrap_or_default();
+        let seed = dlogits
+            .clone()
+            .into_dyn()
+            .into_shape_with_order(IxDyn(&logits_shape))
+            .map_err(|_| GradError::Graph("dlogits do not match the logits".into()))?;
+        grads[self.logits] = Some(seed);
+        for node in self.live.iter().rev().filter(|n| n.kind == Kind::Path) {
+            let Some(dout) = grads[node.outputs[0]].take() else { continue };
+            let args: Vec<Option<&Value<T>>> =
+                node.inputs.iter().map(|i| i.and_then(|i| self.value(&tape.values, i))).collect();
+            let Some(output) = self.value(&tape.values, node.outputs[0]) else { continue };
+            let ctx = Backward { inputs: &args, output, dout: &dout, wrt: &node.wrt };
+            let dins = node.op.backward(&ctx).map_err(|e| self.node_err(node, e.0))?;
+            for ((din, input), wrt) in dins.into_iter().zip(&node.inputs).zip(&node.wrt) {
+                let (Some(din), Some(input), true) = (din, input, wrt) else { continue };
+                match &mut grads[*input] {
+                    Some(acc) if acc.shape() == din.shape() => *acc += &din,
+                    Some(acc) => {
+                        let reason = format!("gradient shape {:?} does not match {:?}", din.shape(), acc.shape());
+                        return Err(self.node_err(node, reason));
+                    }
+                    slot => *slot = Some(din),
+                }
+            }
+        }
+        let input_shape = tape.values[self.input].as_ref().map(|v| v.shape().to_vec()).unwrap_or_default();
+        Ok(grads[self.input].take().unwrap_or_else(|| ArrayD::zeros(IxDyn(&input_shape))))
+    }
+
+    /// Forward, loss on the logits and backward in one call. `classes[b]` is
+    /// the label (untargeted) or the target (targeted) of sample `b`.
+    pub fn loss_and_grad(&self, x: ArrayD<T>, classes: &[usize], loss: Loss) -> Result<LossGrad<T>, GradError> {
+        let tape = self.forward(x)?;
+        let (losses, dlogits) = loss_and_dlogits(tape.logits.view(), classes, loss)?;
+        let grad = self.backward(&tape, &dlogits)?;
+        Ok(LossGrad { logits: tape.logits, losses, grad })
+    }
+}

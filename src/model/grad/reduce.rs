@@ -1,0 +1,5 @@
+//! (being written)
+use super::{BuildCtx, Elem, Op, OpResult, op_bail};
+use crate::model::graph::Node;
+pub fn build_reduce_mean<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
+pub fn build_reduce_sum<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }

@@ -1,0 +1,182 @@
+//! Tensor values flowing through the engine, and the small tensor helpers
+//! every rule family shares (broadcasting, reducing a gradient back to an
+//! operand's shape, axis normalisation).
+
+use super::{OpResult, op_bail};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use std::fmt::Debug;
+
+/// The floating-point type the engine computes in: `f32` in production,
+/// `f64` for the rule tests' reference.
+pub trait Elem:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::ops::DivAssign
+    + std::iter::Sum
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn of(v: f64) -> Self;
+    fn f64(self) -> f64;
+    fn erf(self) -> Self;
+}
+
+impl Elem for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Elem for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+/// A tensor: floating point (anything on the gradient path, weights) or
+/// integer (shapes, indices, axes computed by shape subgraphs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<T> {
+    F(ArrayD<T>),
+    I(ArrayD<i64>),
+}
+
+impl<T: Elem> Value<T> {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F(a) => a.shape(),
+            Value::I(a) => a.shape(),
+        }
+    }
+
+    pub fn float(&self) -> OpResult<&ArrayD<T>> {
+        match self {
+            Value::F(a) => Ok(a),
+            Value::I(_) => op_bail!("expected a floating-point tensor, got an integer one"),
+        }
+    }
+
+    /// The values as integers: integer tensors as they are, float tensors
+    /// only when every value is integral (old exporters store shapes as floats).
+    pub fn ints(&self) -> OpResult<Vec<i64>> {
+        match self {
+            Value::I(a) => Ok(a.iter().copied().collect()),
+            Value::F(a) => a
+                .iter()
+                .map(|v| {
+                    let v = v.f64();
+                    if v.fract() == 0.0 && v.is_finite() {
+                        Ok(v as i64)
+                    } else {
+                        op_bail!("expected integer values, got {v}")
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The values as floats (integer tensors converted).
+    pub fn floats(&self) -> Vec<f64> {
+        match self {
+            Value::I(a) => a.iter().map(|&v| v as f64).collect(),
+            Value::F(a) => a.iter().map(|v| v.f64()).collect(),
+        }
+    }
+}
+
+/// Unwraps a required input.
+pub fn input<'a, T>(inputs: &[Option<&'a Value<T>>], i: usize) -> OpResult<&'a Value<T>> {
+    match inputs.get(i).copied().flatten() {
+        Some(v) => Ok(v),
+        None => op_bail!("missing required input {i}"),
+    }
+}
+
+/// Unwraps a required floating-point input.
+pub fn finput<'a, T: Elem>(inputs: &[Option<&'a Value<T>>], i: usize) -> OpResult<&'a ArrayD<T>> {
+    input(inputs, i)?.float()
+}
+
+/// Maps an ONNX axis (negative counts from the end) into `0..rank`.
+pub fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        op_bail!("axis {axis} is out of range for rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+/// Numpy-style broadcast shape of two shapes.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => op_bail!("shapes {a:?} and {b:?} do not broadcast"),
+        };
+    }
+    Ok(out)
+}
+
+/// Broadcasts a view to `shape`, with a clear error instead of a panic.
+pub fn broadcast_to<'a, E>(a: &'a ArrayD<E>, shape: &[usize]) -> OpResult<ArrayViewD<'a, E>> {
+    match a.broadcast(IxDyn(shape)) {
+        Some(v) => Ok(v),
+        None => op_bail!("shape {:?} does not broadcast to {:?}", a.shape(), shape),
+    }
+}
+
+/// The adjoint of broadcasting `shape` up to `grad.shape()`: sums `grad`
+/// over the axes that broadcasting created or stretched.
+pub fn reduce_to_shape<T: Elem>(grad: ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
+    if grad.shape() == shape {
+        return grad;
+    }
+    let extra = grad.ndim() - shape.len();
+    let mut g = grad;
+    for _ in 0..extra {
+        g = g.sum_axis(Axis(0));
+    }
+    for (axis, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[axis] != 1 {
+            g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+        }
+    }
+    g
+}
+
+/// Reshapes an owned array (standard layout forced first), with a clear error.
+pub fn reshape<E: Clone>(a: ArrayD<E>, shape: &[usize]) -> OpResult<ArrayD<E>> {
+    let a = if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
+    let from = a.shape().to_vec();
+    match a.into_shape_with_order(IxDyn(shape)) {
+        Ok(r) => Ok(r),
+        Err(_) => op_bail!("cannot reshape {from:?} to {shape:?}"),
+    }
+}
