@@ -1,8 +1,180 @@
-//! (being written)
-use super::{BuildCtx, Elem, Op, OpResult, op_bail};
+//! Broadcasting binary arithmetic (Add, Sub, Mul, Div) and PRelu. The
+//! backward rules reduce each gradient back to its operand's shape (the
+//! adjoint of broadcasting is a sum over the broadcast axes). Add/Sub/Mul/Div
+//! also run on integer tensors, because PyTorch's shape subgraphs do
+//! arithmetic on sizes.
+
+use super::value::{broadcast_shape, broadcast_to, finput, input, reduce_to_shape};
+use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
-pub fn build_add<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_sub<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_mul<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_div<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_prelu<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
+use ndarray::{ArrayD, IxDyn, Zip};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+struct Binary(Arith);
+
+fn int_op(op: Arith, a: i64, b: i64) -> OpResult<i64> {
+    Ok(match op {
+        Arith::Add => a.wrapping_add(b),
+        Arith::Sub => a.wrapping_sub(b),
+        Arith::Mul => a.wrapping_mul(b),
+        // Integer division truncates toward zero (C semantics, as onnxruntime).
+        Arith::Div if b == 0 => op_bail!("integer division by zero"),
+        Arith::Div => a.wrapping_div(b),
+    })
+}
+
+impl<T: Elem> Op<T> for Binary {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        let shape = broadcast_shape(a.shape(), b.shape())?;
+        Ok(vec![match (a, b) {
+            (Value::F(a), Value::F(b)) => {
+                let mut out = ArrayD::zeros(IxDyn(&shape));
+                let f = match self.0 {
+                    Arith::Add => |x: T, y: T| x + y,
+                    Arith::Sub => |x: T, y: T| x - y,
+                    Arith::Mul => |x: T, y: T| x * y,
+                    Arith::Div => |x: T, y: T| x / y,
+                };
+                Zip::from(&mut out)
+                    .and(&broadcast_to(a, &shape)?)
+                    .and(&broadcast_to(b, &shape)?)
+                    .for_each(|o, &x, &y| *o = f(x, y));
+                Value::F(out)
+            }
+            (Value::I(a), Value::I(b)) => {
+                let (a, b) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
+                let v: OpResult<Vec<i64>> = a.iter().zip(b.iter()).map(|(&x, &y)| int_op(self.0, x, y)).collect();
+                Value::I(ArrayD::from_shape_vec(IxDyn(&shape), v?).map_err(|e| super::OpError(e.to_string()))?)
+            }
+            _ => op_bail!("{:?} of a float and an integer tensor", self.0),
+        }])
+    }
+
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        // Add: ∂/∂a = g, ∂/∂b = g.          Sub: ∂/∂a = g, ∂/∂b = −g.
+        // Mul: ∂/∂a = g·b, ∂/∂b = g·a.      Div: ∂/∂a = g/b, ∂/∂b = −g·a/b².
+        // Each then summed over the axes its operand was broadcast along.
+        let a = finput(ctx.inputs, 0)?;
+        let b = finput(ctx.inputs, 1)?;
+        let g = ctx.dout;
+        let shape = g.shape().to_vec();
+        let (ab, bb) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
+        let mut out = vec![None; ctx.inputs.len()];
+        if ctx.wrt[0] {
+            let da = match self.0 {
+                Arith::Add | Arith::Sub => g.clone(),
+                Arith::Mul => g * &bb,
+                Arith::Div => g / &bb,
+            };
+            out[0] = Some(reduce_to_shape(da, a.shape()));
+        }
+        if ctx.wrt[1] {
+            let db = match self.0 {
+                Arith::Add => g.clone(),
+                Arith::Sub => g.mapv(|v| -v),
+                Arith::Mul => g * &ab,
+                Arith::Div => {
+                    let mut d = g.clone();
+                    Zip::from(&mut d).and(&ab).and(&bb).for_each(|d, &x, &y| *d = -*d * x / (y * y));
+                    d
+                }
+            };
+            out[1] = Some(reduce_to_shape(db, b.shape()));
+        }
+        Ok(out)
+    }
+}
+
+pub fn build_add<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(Binary(Arith::Add)))
+}
+pub fn build_sub<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(Binary(Arith::Sub)))
+}
+pub fn build_mul<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(Binary(Arith::Mul)))
+}
+pub fn build_div<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(Binary(Arith::Div)))
+}
+
+/// PRelu: y = x (x > 0), slope·x otherwise; slope broadcasts to x.
+struct PRelu;
+
+impl<T: Elem> Op<T> for PRelu {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let x = finput(inputs, 0)?;
+        let slope = finput(inputs, 1)?;
+        let mut y = x.clone();
+        Zip::from(&mut y).and(&broadcast_to(slope, x.shape())?).for_each(|y, &s| {
+            if *y <= T::zero() {
+                *y = *y * s
+            }
+        });
+        Ok(vec![Value::F(y)])
+    }
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        // ∂y/∂x = 1 (x > 0), slope (x ≤ 0); ∂y/∂slope = 0 (x > 0), x (x ≤ 0),
+        // summed over the axes slope was broadcast along.
+        let x = finput(ctx.inputs, 0)?;
+        let slope = finput(ctx.inputs, 1)?;
+        let sb = broadcast_to(slope, x.shape())?;
+        let mut out = vec![None; ctx.inputs.len()];
+        if ctx.wrt[0] {
+            let mut dx = ctx.dout.clone();
+            Zip::from(&mut dx).and(x).and(&sb).for_each(|g, &x, &s| {
+                if x <= T::zero() {
+                    *g = *g * s
+                }
+            });
+            out[0] = Some(dx);
+        }
+        if ctx.wrt[1] {
+            let mut ds = ctx.dout.clone();
+            Zip::from(&mut ds).and(x).for_each(|g, &x| *g = if x > T::zero() { T::zero() } else { *g * x });
+            out[1] = Some(reduce_to_shape(ds, slope.shape()));
+        }
+        Ok(out)
+    }
+}
+
+pub fn build_prelu<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(PRelu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{check_rule, f, ints, node, run_forward};
+
+    #[test]
+    fn broadcasting_arithmetic_reduces_gradients_to_operand_shapes() {
+        for op in ["Add", "Sub", "Mul", "Div"] {
+            // Same shape, trailing broadcast, leading broadcast, both operands stretched.
+            for (sa, sb) in [(vec![2, 3], vec![2, 3]), (vec![2, 3, 4], vec![4]), (vec![1, 3, 1], vec![2, 1, 4]), (vec![2, 3], vec![])] {
+                check_rule(&node(op, &[]), 14, vec![f(&sa, 1), f(&sb, 2)], &[true, true]);
+            }
+        }
+    }
+
+    #[test]
+    fn prelu_with_per_channel_slope() {
+        check_rule(&node("PRelu", &[]), 9, vec![f(&[2, 3, 2, 2], 1), f(&[3, 1, 1], 9)], &[true, true]);
+        check_rule(&node("PRelu", &[]), 9, vec![f(&[2, 5], 3), f(&[1], 4)], &[true, true]);
+    }
+
+    #[test]
+    fn integer_shape_arithmetic() {
+        let y = run_forward(&node("Div", &[]), 13, &[ints(&[7, -7, 12]), ints(&[2])]);
+        assert_eq!(y[0].ints().unwrap(), vec![3, -3, 6]);
+        let y = run_forward(&node("Mul", &[]), 13, &[ints(&[3, 4]), ints(&[5, 6])]);
+        assert_eq!(y[0].ints().unwrap(), vec![15, 24]);
+    }
+}
