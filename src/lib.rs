@@ -6,6 +6,7 @@
 //! report → gate.
 
 pub mod error;
+pub mod inspect;
 pub mod model;
 
 pub use error::{Error, GradError, ModelError};

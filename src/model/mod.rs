@@ -3,3 +3,6 @@
 
 pub mod grad;
 pub mod graph;
+pub mod onnx;
+
+pub use onnx::{Classifier, Session};

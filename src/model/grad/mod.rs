@@ -12,7 +12,7 @@
 mod activation;
 mod conv;
 mod elementwise;
-mod engine;
+pub mod engine;
 mod linear;
 mod loss;
 mod norm;

@@ -1,0 +1,172 @@
+//! The classifier under test: the ONNX file read once, run forward by an
+//! optimised tract plan (shared by all workers, one state per worker) and
+//! differentiated by our [`Engine`]. tract's output is set to the logits
+//! (the input of a final Softmax, when there is one), so predictions,
+//! confidences and losses all come from the same tensor.
+
+use super::grad::{Engine, Loss, engine::LossGrad};
+use super::graph::{Dim, Graph};
+use crate::error::{Error, GradError, ModelError};
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct Classifier {
+    graph: Graph,
+    sha256: String,
+    plan: Plan,
+    /// The reverse pass, or why this model cannot be differentiated (the
+    /// gradient-free attacks still run).
+    engine: Result<Engine<f32>, GradError>,
+    /// Input shape without the batch axis.
+    sample_shape: Vec<usize>,
+    batch_fixed: Option<usize>,
+}
+
+impl Classifier {
+    pub fn load(path: &Path) -> Result<Classifier, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut bytes.as_slice())
+            .map_err(|e| ModelError::NotOnnx { path: path.into(), reason: format!("protobuf decoding failed: {e}") })?;
+        let graph = Graph::from_proto(&proto, path)?;
+        let unsupported = |reason: String| ModelError::Unsupported { path: path.into(), reason };
+        if graph.input.elem_type != "float" {
+            return Err(unsupported(format!(
+                "input '{}' is {}; advscan runs models with float32 inputs",
+                graph.input.name, graph.input.elem_type
+            )));
+        }
+        let dims = graph.input.shape.clone().unwrap_or_default();
+        let mut sample_shape = Vec::new();
+        for (i, d) in dims.iter().enumerate().skip(1) {
+            match d {
+                Dim::Fixed(n) => sample_shape.push(*n),
+                Dim::Symbolic(s) => {
+                    return Err(unsupported(format!(
+                        "input '{}' has a dynamic dimension '{s}' at axis {i}; advscan needs a fixed image size",
+                        graph.input.name
+                    )));
+                }
+            }
+        }
+        let batch_fixed = match dims.first() {
+            Some(Dim::Fixed(n)) => Some(*n),
+            _ => None,
+        };
+        let plan = build_plan(&proto, path, graph.logits_name())
+            .map_err(|e| ModelError::Tract { path: path.into(), reason: format!("{e:#}") })?;
+        let engine = Engine::new(&graph);
+        Ok(Classifier { graph, sha256, plan, engine, sample_shape, batch_fixed })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    pub fn path(&self) -> &Path {
+        &self.graph.path
+    }
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// Shape of one sample (input shape without the batch axis).
+    pub fn sample_shape(&self) -> &[usize] {
+        &self.sample_shape
+    }
+    pub fn softmax_stripped(&self) -> bool {
+        self.graph.softmax_tail().is_some()
+    }
+    /// The gradient engine, or why the model cannot be differentiated.
+    pub fn engine(&self) -> Result<&Engine<f32>, &GradError> {
+        self.engine.as_ref()
+    }
+
+    /// A forward-pass session with its own tract state: one per worker thread.
+    pub fn session(&self) -> Result<Session<'_>, Error> {
+        let state = TypedSimpleState::new(&self.plan).map_err(|e| self.tract_err(e))?;
+        Ok(Session { model: self, state })
+    }
+
+    fn tract_err(&self, e: impl std::fmt::Display) -> Error {
+        ModelError::Tract { path: self.graph.path.clone(), reason: e.to_string() }.into()
+    }
+
+    /// Logits for every sample of `x` (shape `[n, sample_shape...]`), in
+    /// chunks of `batch_size` spread over the current rayon pool.
+    pub fn logits(&self, x: &ArrayD<f32>, batch_size: usize) -> Result<Array2<f32>, Error> {
+        let n = x.shape()[0];
+        let chunk = self.batch_fixed.unwrap_or(batch_size.max(1));
+        let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
+        let parts: Vec<Array2<f32>> = starts
+            .par_iter()
+            .map_init(
+                || self.session(),
+                |session, &start| {
+                    let session = session.as_mut().map_err(|e| self.tract_err(e))?;
+                    let end = (start + chunk).min(n);
+                    session.logits(x.slice_axis(Axis(0), (start..end).into()).to_owned())
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| self.tract_err(e))
+    }
+
+    /// Per-sample objectives and their exact input gradient (`f32`).
+    pub fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
+        let engine = self.engine.as_ref().map_err(|e| GradError::Graph(e.to_string()))?;
+        Ok(engine.loss_and_grad(x, classes, loss)?)
+    }
+}
+
+fn build_plan(proto: &tract_onnx::pb::ModelProto, path: &Path, logits: &str) -> TractResult<Plan> {
+    let dir = path.parent().map(|d| d.to_string_lossy().into_owned());
+    let mut model = tract_onnx::onnx().parse(proto, dir.as_deref())?.model;
+    model.select_outputs_by_name([logits])?;
+    model.into_optimized()?.into_runnable()
+}
+
+/// One worker's forward state over the shared plan.
+pub struct Session<'a> {
+    model: &'a Classifier,
+    state: TypedSimpleState,
+}
+
+impl Session<'_> {
+    /// Logits `[batch, classes]` for a batch `[batch, sample_shape...]`.
+    pub fn logits(&mut self, x: ArrayD<f32>) -> Result<Array2<f32>, Error> {
+        let m = self.model;
+        if &x.shape()[1..] != m.sample_shape.as_slice() {
+            let mut expected = vec!["N".to_string()];
+            expected.extend(m.sample_shape.iter().map(|d| d.to_string()));
+            return Err(GradError::InputShape { got: x.shape().to_vec(), expected: format!("[{}]", expected.join(", ")) }.into());
+        }
+        let n = x.shape()[0];
+        let (x, pad) = match m.batch_fixed {
+            // A model exported with a fixed batch gets zero-padded batches.
+            Some(b) if b != n => {
+                let mut shape = x.shape().to_vec();
+                shape[0] = b;
+                let mut padded = ArrayD::zeros(IxDyn(&shape));
+                padded.slice_axis_mut(Axis(0), (0..n).into()).assign(&x);
+                (padded, true)
+            }
+            _ => (x, false),
+        };
+        let out = self.state.run(tvec!(Tensor::from(x).into_tvalue())).map_err(|e| m.tract_err(e))?;
+        let out = out[0].to_plain_array_view::<f32>().map_err(|e| m.tract_err(e))?;
+        let total = out.shape().first().copied().unwrap_or(0);
+        let classes = if total == 0 { 0 } else { out.len() / total };
+        let logits = out
+            .to_owned()
+            .into_shape_with_order((total, classes))
+            .map_err(|e| m.tract_err(format!("logits of shape {:?}: {e}", out.shape())))?;
+        Ok(if pad { logits.slice_axis(Axis(0), (0..n).into()).to_owned() } else { logits })
+    }
+}

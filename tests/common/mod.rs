@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests: build small ONNX models in
+//! code (so broken or unusual models need no binary fixtures), and run the
+//! real binary.
+#![allow(dead_code)]
+
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use tract_onnx::pb;
+
+pub const FLOAT: i32 = 1;
+pub const INT64: i32 = 7;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn advscan(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_advscan"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("advscan binary runs")
+}
+
+pub fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(if d < 0 { Value::DimParam("N".into()) } else { Value::DimValue(d) }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{}", outputs.first().copied().unwrap_or("")),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn float_tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
+    pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type: FLOAT, float_data: data.to_vec(), ..Default::default() }
+}
+
+/// Serialises a model with the given graph parts at `opset`.
+pub fn model_bytes(
+    inputs: Vec<pb::ValueInfoProto>,
+    outputs: Vec<pb::ValueInfoProto>,
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+    opset: i64,
+) -> Vec<u8> {
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: opset }],
+        graph: Some(pb::GraphProto {
+            name: "test".into(),
+            node: nodes,
+            initializer: initializers,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+/// A linear classifier on a [N,1,2,2] image: flatten → Gemm to 2 logits, with
+/// `tail` ops (e.g. "Softmax") appended.
+pub fn tiny_classifier(tail: Option<&str>) -> Vec<u8> {
+    let mut nodes = vec![node("Flatten", &["image"], &["flat"]), node("Gemm", &["flat", "W", "B"], &["logits"])];
+    let mut out = "logits";
+    if let Some(op) = tail {
+        nodes.push(node(op, &["logits"], &["probs"]));
+        out = "probs";
+    }
+    let w = float_tensor("W", &[4, 2], &[0.5, -0.5, 1.0, -1.0, -0.25, 0.25, 2.0, 0.0]);
+    let b = float_tensor("B", &[2], &[0.1, -0.1]);
+    model_bytes(vec![value_info("image", FLOAT, &[-1, 1, 2, 2])], vec![value_info(out, FLOAT, &[-1, 2])], nodes, vec![w, b], 13)
+}
+
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write test file");
+    p
+}
