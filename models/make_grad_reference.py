@@ -22,7 +22,7 @@ Inputs are generated as float32 and upcast to float64, so a float32 engine sees 
 values; they are stored with full precision (json writes repr of the float64 value).
 
 Usage (from the repository root):
-  /work/venv/bin/python models/make_grad_reference.py
+  python models/make_grad_reference.py   (packages: models/requirements.txt)
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def blobs(seed: int) -> np.ndarray:
         amp = rng.uniform(0.25, 0.7)
         img += amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
     img += rng.normal(0.0, 0.03, size=img.shape)
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+    # affine rescale to [0.05, 0.95] instead of clipping: clipping makes flat plateaus, which give
+    # exact ties in max-pool windows (gradient routing then depends on the engine's tie-breaking)
+    img = 0.05 + 0.9 * (img - img.min()) / (img.max() - img.min())
+    return img.astype(np.float32)
 
 
 def uniform(seed: int) -> np.ndarray:
@@ -74,16 +77,21 @@ def checker_gradient() -> np.ndarray:
     yy, xx = np.mgrid[0:28, 0:28]
     checker = ((yy // 4 + xx // 4) % 2).astype(np.float32)
     ramp = ((yy + 2 * xx) / 81.0).astype(np.float32)
-    return np.clip(np.float32(0.35) * checker + np.float32(0.6) * ramp + np.float32(0.02), 0.0, 1.0).astype(np.float32)
+    return np.clip(np.float32(0.3) * checker + np.float32(0.6) * ramp + np.float32(0.05), 0.0, 1.0).astype(np.float32)
 
 
+# Seeds / pattern constants were picked (from a handful tried) so that, for all three committed models,
+# every ReLU/Clip input is >= 1e-5 from its kink and every max-pool window has a top-1/top-2 gap
+# >= 1e-5 (recorded per case as `nonsmooth_margin`): a float32 engine then follows the same branches
+# as the float64 reference. If the models change, re-check those margins.
 CASES = [
     # name, generator, label, target
-    ("blobs_seed11", lambda: blobs(11), 1, 0),
-    ("uniform_seed22", lambda: uniform(22), 0, 1),
-    ("blobs_seed33", lambda: blobs(33), 0, 1),
+    ("blobs_seed44", lambda: blobs(44), 1, 0),
+    ("uniform_seed66", lambda: uniform(66), 0, 1),
+    ("blobs_seed55", lambda: blobs(55), 0, 1),
     ("checker_gradient", checker_gradient, 1, 0),
 ]
+MIN_MARGIN_WARN = 1e-5
 
 
 # --------------------------------------------------------------------------------------
@@ -150,6 +158,7 @@ def downgrade_18_to_17(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[st
         if v18 == v17:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
         if n.op_type == "Pad":
             assert len(n.input) <= 3 or all(i == "" for i in n.input[3:]), "Pad with axes input"
             del n.input[3:]
@@ -157,7 +166,7 @@ def downgrade_18_to_17(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[st
         elif n.op_type == "Resize":
             assert attrs.get("antialias", 0) == 0, "Resize antialias"
             assert "axes" not in attrs, "Resize axes"
-            assert attrs.get("keep_aspect_ratio_policy", b"stretch") in (b"stretch", "stretch"), "Resize policy"
+            assert attrs.get("keep_aspect_ratio_policy", "stretch") == "stretch", "Resize policy"
             for a in [a for a in n.attribute if a.name in ("antialias", "keep_aspect_ratio_policy")]:
                 n.attribute.remove(a)
             notes.append(f"{n.name}: Resize-18 -> Resize-{v17} (mode={attrs.get('mode')!r}, "
@@ -278,6 +287,56 @@ def directional_fd_check(tm, x64: np.ndarray, grads: dict, label: int, target: i
     return worst
 
 
+# Non-smooth points of the element-wise ops / max-pooling as converted by onnx2torch.
+KINKS = {"ReLU": (0.0,), "ReLU6": (0.0, 6.0), "LeakyReLU": (0.0,), "Hardswish": (-3.0, 3.0)}
+
+
+def nonsmooth_margin(tm, x64: np.ndarray) -> dict:
+    """Smallest distance of any activation input to a kink, and smallest top-1/top-2 gap in any
+    max-pool window, for this input. Large margins mean a float32 engine takes the same branch
+    everywhere, so its gradient should match the float64 reference (up to rounding)."""
+    found = {"min_kink_distance": None, "kink_op": None, "min_maxpool_gap": None}
+    hooks = []
+
+    def upd(key, val, op=None):
+        if found[key] is None or val < found[key]:
+            found[key] = val
+            if op is not None:
+                found["kink_op"] = op
+
+    for name, mod in tm.named_modules():
+        kind = type(mod).__name__
+        if kind in KINKS:
+            def hook(m, inp, out, name=name, ks=KINKS[kind]):
+                t = inp[0].detach()
+                upd("min_kink_distance", min(float((t - k).abs().min()) for k in ks), name)
+            hooks.append(mod.register_forward_hook(hook))
+        elif isinstance(mod, torch.nn.MaxPool2d):
+            def pair(v):
+                return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+            assert pair(mod.padding) == (0, 0) and pair(mod.dilation) == (1, 1), "pad/dilated MaxPool"
+            assert len(set(pair(mod.kernel_size))) == 1 and len(set(pair(mod.stride))) == 1, "non-square MaxPool"
+            k, st = pair(mod.kernel_size)[0], pair(mod.stride)[0]
+
+            def hook(m, inp, out, k=k, st=st):
+                t = inp[0].detach()
+                w = t.unfold(2, k, st).unfold(3, k, st).reshape(*t.shape[:2], -1, k * k)
+                top = torch.topk(w, 2, dim=-1).values
+                gap = top[..., 0] - top[..., 1]
+                # windows whose two largest values are both exactly 0 are ReLU-clamped zeros:
+                # their gradient is 0 whichever element is chosen (the ReLU margin covers them)
+                gap = gap[~((top[..., 0] == 0) & (top[..., 1] == 0))]
+                if gap.numel():
+                    upd("min_maxpool_gap", float(gap.min()))
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        tm(torch.from_numpy(x64))
+    for h in hooks:
+        h.remove()
+    return found
+
+
 def flat(a) -> list:
     return [float(v) for v in np.asarray(a, dtype=np.float64).reshape(-1)]
 
@@ -327,6 +386,7 @@ def process(path: str) -> dict:
             "grad_ce": flat(grads["ce"]),
             "grad_margin": flat(grads["margin"]),
             "grad_ce_targeted": flat(grads["ce_targeted"]),
+            "nonsmooth_margin": nonsmooth_margin(tm, x64),
             "ort_float32_logits": flat(ort_logits),
             "ort_float32_model_output": flat(ort_run(sess_full, x32)),
         }
@@ -334,7 +394,13 @@ def process(path: str) -> dict:
         assert np.array_equal(np.asarray(case["input"], dtype=np.float32).astype(np.float64), np.asarray(case["input"]))
         cases.append(case)
         print(f"  {name}: label {label} target {target} logits {flat(z_np)} "
-              f"|ORT-f64| {d:.1e} fd-rel {fd:.1e}")
+              f"|ORT-f64| {d:.1e} fd-rel {fd:.1e} nonsmooth {case['nonsmooth_margin']}")
+    for c in cases:
+        mm = [v for v in (c["nonsmooth_margin"]["min_kink_distance"], c["nonsmooth_margin"]["min_maxpool_gap"])
+              if v is not None]
+        if mm and min(mm) < MIN_MARGIN_WARN:
+            print(f"  WARNING: {c['name']}: an activation is within {min(mm):.1e} of a non-smooth point; "
+                  "float32 engines may take the other branch there")
     assert max_ort_diff < 1e-4, max_ort_diff
     assert worst_fd < 1e-4, worst_fd
 
@@ -361,6 +427,10 @@ def process(path: str) -> dict:
             "loss_margin": "max_{j != label} z[j] - z[label]",
             "loss_ce_targeted": "-(logsumexp(z) - z[target])",
             "grads": "d loss / d input, same layout as input (row-major [1,1,28,28])",
+            "nonsmooth_margin": ("per case: min distance of any ReLU/ReLU6(Clip)/LeakyReLU/HardSwish input to "
+                                 "its kink, and min top-1/top-2 gap in any MaxPool window (null if none)"),
+            "ort_float32_logits": "onnxruntime float32 logits (graph with the final softmax stripped, if any)",
+            "ort_float32_model_output": "onnxruntime float32 output of the unmodified model file",
         },
         "generator": GENERATOR,
         "cases": cases,

@@ -11,7 +11,8 @@ All models take input `image`, float32 [N,1,28,28], pixel values in [0,1]
 (uint8 / 255); the normalisation (x - MEAN) / STD is the first op inside the graph.
 
 Usage (from the repository root):
-  /work/venv/bin/python models/train_models.py [--data PATH] [--only cnn,resnet,mixed_ops]
+  python models/train_models.py [--data PATH] [--only cnn,resnet,mixed_ops]
+(with the packages of models/requirements.txt installed).
 
 Training is seeded and single-process (deterministic algorithms, 2 CPU threads).
 The dataset is only read, never copied into the repository.
@@ -257,7 +258,7 @@ def train(model: nn.Module, data, *, epochs: int, lr: float, seed: int, batch: i
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += loss.item() * len(idx)
         val = metrics(predict(model, data["val"][0]), data["val"][1])
         history.append({"epoch": ep + 1, "train_loss": tot / len(perm), "val_acc": val["acc"]})
         print(f"  epoch {ep + 1}/{epochs} loss {tot / len(perm):.4f} val_acc {val['acc']:.4f} "
@@ -339,6 +340,20 @@ def fmt_hist(hist: dict) -> str:
     return "\n".join(f"| `{k}` | {v} |" for k, v in hist.items())
 
 
+def graph_notes(m: onnx.ModelProto, spec: dict) -> str:
+    notes = []
+    ids = [n for n in m.graph.node if n.op_type == "Identity"]
+    if ids:
+        pairs = ", ".join(f"`{n.output[0]}` = `{n.input[0]}`" for n in ids)
+        notes.append(
+            f"- The {len(ids)} `Identity` node(s) come from the exporter's de-duplication of initializers with "
+            f"identical values: {pairs}. (A block's last BatchNorm bias and its projection-shortcut BatchNorm "
+            "bias receive identical gradients because their outputs are summed, so they stay equal during training.)"
+        )
+    notes.extend(spec.get("graph_notes", []))
+    return "\n".join(notes) + ("\n" if notes else "")
+
+
 def write_card(spec: dict, res: dict) -> None:
     stem = spec["stem"]
     onnx_path = os.path.join(HERE, stem + ".onnx")
@@ -376,7 +391,7 @@ Parameters: {n_params:,} (all stored as ONNX initializers, float32).
 - Augmentation: random shift ±2 px (edge padding), brightness/contrast jitter (gain 0.9–1.1, bias ±0.05), clipped to [0,1].
 - Seed {spec['seed']} (`torch.manual_seed`, numpy `default_rng`), `torch.use_deterministic_algorithms(True)`, 2 CPU threads.
 - Software: torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, Python {platform.python_version()} (see `models/requirements.txt`).
-- Reproduce (from the repository root, ~{res['train_seconds']:.0f} s on 2 CPU cores):
+- Reproduce (from the repository root, in a Python env with `pip install -r models/requirements.txt`; well under 2 minutes on 2 idle CPU cores):
 
   ```
   python models/train_models.py --only {spec['key']}
@@ -414,8 +429,9 @@ max |ORT − PyTorch| over the verification probes is {res['verify']['ort_max_ab
 - ONNX IR version {m.ir_version}, opset {m.opset_import[0].version} (default domain), exported with the
   TorchScript exporter (`torch.onnx.export(..., dynamo=False, do_constant_folding={spec['constant_folding']})`)
   in eval mode{spec.get('export_note', '')}. Last node: `{last}`.
-- Checked with `onnx.checker.check_model(full_check=True)`.
-
+- Checked with `onnx.checker.check_model(full_check=True)`; onnxruntime {ort.__version__} output equals the
+  PyTorch float32 output (max |diff| {res['verify']['ort_max_abs_diff']:.1e}) for batch sizes 1, 8 and 64.
+{graph_notes(m, spec)}
 ### Op histogram ({len(m.graph.node)} nodes)
 
 | op | count |
@@ -490,6 +506,21 @@ SPECS = {
             "- Name `logits`, float32, shape `[N, 2]`: raw class scores (no softmax), "
             "index 0 = normal, 1 = pneumonia."
         ),
+        graph_notes=[
+            "- `F.pad(..., mode='reflect')` exports as `Pad`(mode=reflect) whose `pads` input is computed by a "
+            "small int64 subgraph (`Constant`/`ConstantOfShape`/`Concat`/`Reshape`/`Slice` with step −1 and "
+            "end −2^63+1/`Transpose`/`Reshape`/`Cast`); the exporter's constant folding does not fold a "
+            "Slice with step ≠ 1, so that subgraph stays in the file. The resulting pads are [0,0,2,2,0,0,2,2].",
+            "- `Resize` nodes: bilinear = mode `linear`, coordinate_transformation_mode `half_pixel`, scales "
+            "[1,1,2,2]; nearest = mode `nearest`, nearest_mode `floor`, coordinate_transformation_mode "
+            "`asymmetric`, scales [1,1,2,2]; both with an empty `roi` input.",
+            "- `ReduceMean` nodes are the opset-18 form (axes [2,3] and [1] as a constant input, keepdims 0).",
+            "- `InstanceNormalization` always uses per-instance statistics (no running stats), so it "
+            "behaves the same in training and inference.",
+            "- onnx2torch 1.5.15 has no converters for Pad-18, Resize-18, ReduceMean-18; the gradient "
+            "fixture generator converts a checked opset-17 rewrite of a copy of this graph "
+            "(see `fixtures/grad_ref/pneumonia_mixed_ops.json` → `conversion`).",
+        ],
     ),
 }
 

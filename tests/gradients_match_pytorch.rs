@@ -78,6 +78,7 @@ fn gradients_match_pytorch_autograd() {
         assert_eq!(model.softmax_stripped(), r["softmax_stripped"].as_bool().unwrap(), "{file}");
         let engine64 = Engine::<f64>::new(model.graph()).unwrap();
         let mut session = model.session().unwrap();
+        let (mut worst32, mut worst64) = (0f64, 0f64);
         for case in r["cases"].as_array().unwrap() {
             let name = format!("{file} / {}", case["name"].as_str().unwrap());
             let shape: Vec<usize> = case["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
@@ -105,12 +106,15 @@ fn gradients_match_pytorch_autograd() {
                 let ours: Vec<f64> = g32.grad.iter().map(|&v| v as f64).collect();
                 let e32 = rel_l2(&ours, &reference);
                 let cos = cosine(&ours, &reference);
+                worst32 = worst32.max(e32);
+                worst64 = worst64.max(e64);
                 assert!(e32 <= 1e-4 && cos >= 0.9999, "{name} {key}: f32 engine relative error {e32:e}, cosine {cos}");
                 for (a, b) in g32.logits.iter().zip(&ref_logits) {
                     assert!((*a as f64 - b).abs() <= 1e-4, "{name}: engine logit {a} vs reference {b}");
                 }
             }
         }
+        eprintln!("{file}: worst relative L2 error f32 {worst32:.2e}, f64 {worst64:.2e}");
     }
 }
 
