@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "advscan", version, about = "Measure how easily an ONNX diagnostic imaging model's predictions flip under adversarial perturbations.")]
+#[command(
+    name = "advscan",
+    version,
+    about = "Measure how easily an ONNX diagnostic imaging model's predictions flip under adversarial perturbations."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -5,8 +5,8 @@
 
 use crate::error::ModelError;
 use crate::model::Classifier;
-use crate::model::graph::TensorInfo;
 use crate::model::grad::differentiable_ops;
+use crate::model::graph::TensorInfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -97,10 +97,14 @@ impl Inspection {
                 let _ = writeln!(s, "softmax   none; gradients are taken on '{}'", self.logits);
             }
         }
-        let _ = writeln!(s, "gradient  {}", match &self.gradient_error {
-            None => "exact input gradients available".to_string(),
-            Some(e) => format!("unavailable: {e}"),
-        });
+        let _ = writeln!(
+            s,
+            "gradient  {}",
+            match &self.gradient_error {
+                None => "exact input gradients available".to_string(),
+                Some(e) => format!("unavailable: {e}"),
+            }
+        );
         let _ = writeln!(s, "\n{:<24} {:>5}  {:<14} {}", "op", "count", "differentiable", "on gradient path");
         for op in &self.ops {
             let _ = writeln!(

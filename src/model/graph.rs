@@ -272,10 +272,14 @@ impl Graph {
                 )));
             }
             None => {
-                return Err(unsupported(format!("input '{}' declares no shape; advscan needs a 3-D or 4-D input", input.name)));
+                return Err(unsupported(format!(
+                    "input '{}' declares no shape; advscan needs a 3-D or 4-D input",
+                    input.name
+                )));
             }
         }
-        let output = graph.output.first().map(tensor_info).ok_or_else(|| unsupported("the model has no output".into()))?;
+        let output =
+            graph.output.first().map(tensor_info).ok_or_else(|| unsupported("the model has no output".into()))?;
         let mut nodes = Vec::with_capacity(graph.node.len());
         for (i, n) in graph.node.iter().enumerate() {
             let mut attrs = HashMap::new();

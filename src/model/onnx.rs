@@ -145,7 +145,11 @@ impl Session<'_> {
         if &x.shape()[1..] != m.sample_shape.as_slice() {
             let mut expected = vec!["N".to_string()];
             expected.extend(m.sample_shape.iter().map(|d| d.to_string()));
-            return Err(GradError::InputShape { got: x.shape().to_vec(), expected: format!("[{}]", expected.join(", ")) }.into());
+            return Err(GradError::InputShape {
+                got: x.shape().to_vec(),
+                expected: format!("[{}]", expected.join(", ")),
+            }
+            .into());
         }
         let n = x.shape()[0];
         let (x, pad) = match m.batch_fixed {

@@ -183,7 +183,18 @@ pub fn build_neg<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
 
 pub fn build_abs<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // |x|' = sign(x), 0 at 0.
-    unary(|x: T| x.abs(), |x: T, _| if x > T::zero() { T::one() } else if x < T::zero() { -T::one() } else { T::zero() })
+    unary(
+        |x: T| x.abs(),
+        |x: T, _| {
+            if x > T::zero() {
+                T::one()
+            } else if x < T::zero() {
+                -T::one()
+            } else {
+                T::zero()
+            }
+        },
+    )
 }
 
 pub fn build_softplus<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
@@ -237,7 +248,10 @@ pub fn build_identity<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>
 pub fn build_clip<T: Elem>(n: &Node, ctx: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // Before opset 11 the bounds are attributes, from 11 optional inputs.
     let attrs = (ctx.opset < 11).then(|| {
-        (n.attr_float("min").map(f64::from).unwrap_or(f64::NEG_INFINITY), n.attr_float("max").map(f64::from).unwrap_or(f64::INFINITY))
+        (
+            n.attr_float("min").map(f64::from).unwrap_or(f64::NEG_INFINITY),
+            n.attr_float("max").map(f64::from).unwrap_or(f64::INFINITY),
+        )
     });
     Ok(Box::new(Clip { attrs }))
 }
@@ -417,8 +431,18 @@ mod tests {
 
     #[test]
     fn clip_with_attributes_and_inputs() {
-        check_rule(&node("Clip", &[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.8))]), 6, vec![f(&[3, 4], 1)], &[true]);
-        let y = check_rule(&node("Clip", &[]), 13, vec![f(&[3, 4], 2), floats(&[], &[-0.5]), floats(&[], &[0.8])], &[true, true, true]);
+        check_rule(
+            &node("Clip", &[("min", Attr::Float(-0.5)), ("max", Attr::Float(0.8))]),
+            6,
+            vec![f(&[3, 4], 1)],
+            &[true],
+        );
+        let y = check_rule(
+            &node("Clip", &[]),
+            13,
+            vec![f(&[3, 4], 2), floats(&[], &[-0.5]), floats(&[], &[0.8])],
+            &[true, true, true],
+        );
         assert!(y.iter().all(|&v| (-0.5..=0.8).contains(&v)));
         // Only a max given: min input absent.
         check_rule(&node("Clip", &[]), 13, vec![f(&[5], 3), None, floats(&[], &[0.1])], &[true]);

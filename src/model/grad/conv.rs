@@ -1,4 +1,1142 @@
-//! (being written)
-use super::{BuildCtx, Elem, Op, OpResult, op_bail};
-use crate::model::graph::Node;
-pub fn build_conv<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
+//! Conv (opsets 1–22): forward by im2col + GEMM per group, with a direct loop
+//! for depthwise convolutions; backward by the adjoint of each step
+//! (dX = col2im(Wᵀ·dY), dW = dY·colᵀ, dB = Σ dY).
+//!
+//! This file also owns the sliding-window geometry the pooling ops in
+//! `pool.rs` share (auto_pad, pads, strides, dilations, ceil_mode → output
+//! size and per-axis window tables), so Conv and the pools follow one reading
+//! of the ONNX spec. Spatial ranks 1–3 are all handled as 3-D, with leading
+//! axes of size 1 (kernel 1, stride 1, no padding): one code path, and the
+//! extra loop levels cost nothing for 2-D inputs. It does not own ConvTranspose
+//! or QLinearConv.
+
+use super::value::finput;
+use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
+use crate::model::graph::{Attr, Node};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+use std::borrow::Cow;
+
+// ---------------------------------------------------------------------------
+// Attribute parsing and window geometry, shared with pool.rs.
+
+/// Attribute values above this are rejected: no real model comes near it, and
+/// it keeps every later index computation far from overflow on untrusted files.
+const MAX_ATTR: i64 = 1 << 20;
+
+/// Outputs larger than this many elements are rejected rather than allocated
+/// (huge pads in a malformed file would otherwise abort the process).
+const MAX_ELEMS: usize = 1 << 32;
+
+/// An optional list-of-ints attribute; an empty list counts as absent, as in
+/// onnxruntime (some exporters write `pads: []`).
+pub(super) fn attr_ints_opt(n: &Node, name: &str) -> OpResult<Option<Vec<i64>>> {
+    match n.attrs.get(name) {
+        None => Ok(None),
+        Some(Attr::Ints(v)) if v.is_empty() => Ok(None),
+        Some(Attr::Ints(v)) => Ok(Some(v.clone())),
+        Some(_) => op_bail!("attribute '{name}' must be a list of integers"),
+    }
+}
+
+/// An int attribute with a default.
+pub(super) fn attr_int_or(n: &Node, name: &str, default: i64) -> OpResult<i64> {
+    match n.attrs.get(name) {
+        None => Ok(default),
+        Some(Attr::Int(i)) => Ok(*i),
+        Some(_) => op_bail!("attribute '{name}' must be an integer"),
+    }
+}
+
+/// A 0/1 flag attribute.
+pub(super) fn attr_flag(n: &Node, name: &str) -> OpResult<bool> {
+    match attr_int_or(n, name, 0)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => op_bail!("attribute '{name}' must be 0 or 1, got {v}"),
+    }
+}
+
+fn to_usize(name: &str, v: Vec<i64>, min: i64) -> OpResult<Vec<usize>> {
+    v.into_iter()
+        .map(|x| {
+            if x < min || x > MAX_ATTR {
+                op_bail!("attribute '{name}' has value {x}, expected {min}..={MAX_ATTR}")
+            }
+            Ok(x as usize)
+        })
+        .collect()
+}
+
+/// Product of `shape`, rejected above [`MAX_ELEMS`].
+pub(super) fn checked_len(shape: &[usize]) -> OpResult<usize> {
+    match shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+        Some(n) if n <= MAX_ELEMS => Ok(n),
+        _ => op_bail!("output shape {shape:?} is too large"),
+    }
+}
+
+/// The data of `a` in row-major order, borrowed when already contiguous.
+pub(super) fn contiguous<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().cloned().collect()),
+    }
+}
+
+/// Wraps a row-major buffer as an array.
+pub(super) fn array<T>(shape: &[usize], data: Vec<T>) -> OpResult<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| OpError(format!("internal shape error: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// The window attributes of Conv, MaxPool and AveragePool, parsed once.
+/// Lengths are checked against each other here and against the input's
+/// spatial rank in [`Window::geometry`], which is the first time it is known.
+#[derive(Debug, Clone)]
+pub(super) struct Window {
+    pub auto_pad: AutoPad,
+    pub kernel: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    /// ONNX order: all begins, then all ends.
+    pub pads: Option<Vec<usize>>,
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    pub fn parse(n: &Node) -> OpResult<Window> {
+        let auto_pad = match n.attrs.get("auto_pad") {
+            None => AutoPad::NotSet,
+            Some(Attr::Str(s)) => match s.as_str() {
+                "NOTSET" | "" => AutoPad::NotSet,
+                "SAME_UPPER" => AutoPad::SameUpper,
+                "SAME_LOWER" => AutoPad::SameLower,
+                "VALID" => AutoPad::Valid,
+                other => op_bail!("unknown auto_pad '{other}'"),
+            },
+            Some(_) => op_bail!("attribute 'auto_pad' must be a string"),
+        };
+        let list = |name: &str, min: i64| -> OpResult<Option<Vec<usize>>> {
+            attr_ints_opt(n, name)?.map(|v| to_usize(name, v, min)).transpose()
+        };
+        let w = Window {
+            auto_pad,
+            kernel: list("kernel_shape", 1)?,
+            strides: list("strides", 1)?,
+            dilations: list("dilations", 1)?,
+            pads: list("pads", 0)?,
+            ceil_mode: attr_flag(n, "ceil_mode")?,
+        };
+        if let Some(p) = &w.pads
+            && p.len() % 2 != 0
+        {
+            op_bail!("'pads' must have an even length (begins then ends), got {p:?}");
+        }
+        let lens = [
+            ("kernel_shape", w.kernel.as_ref().map(Vec::len)),
+            ("strides", w.strides.as_ref().map(Vec::len)),
+            ("dilations", w.dilations.as_ref().map(Vec::len)),
+            ("pads", w.pads.as_ref().map(|p| p.len() / 2)),
+        ];
+        let known: Vec<_> = lens.iter().filter_map(|(name, l)| l.map(|l| (name, l))).collect();
+        if let Some(&(first, rank)) = known.first()
+            && let Some((other, _)) = known.iter().find(|(_, l)| *l != rank)
+        {
+            op_bail!("attributes '{first}' and '{other}' disagree on the number of spatial axes ({lens:?})");
+        }
+        Ok(w)
+    }
+
+    /// Resolves the window over an input with spatial dims `input` and a
+    /// kernel of spatial dims `kernel`.
+    ///
+    /// Output size per axis, with dk = dilation·(k−1)+1 the dilated extent:
+    /// - SAME_*: out = ⌈in/stride⌉, total pad = max(0, (out−1)·stride + dk − in),
+    ///   the odd unit at the end (UPPER) or the beginning (LOWER);
+    /// - otherwise (VALID = no pads): out = ⌊(in + pads − dk)/stride⌋ + 1, or with
+    ///   ceil_mode ⌈…⌉ + 1, less one if that last window would start in the
+    ///   right padding (the PyTorch/onnxruntime rule; such a window covers no input).
+    pub fn geometry(&self, input: &[usize], kernel: &[usize]) -> OpResult<Geom> {
+        let r = input.len();
+        if !(1..=3).contains(&r) {
+            op_bail!("only 1-D, 2-D and 3-D windows are supported, got {r} spatial axes");
+        }
+        if kernel.len() != r {
+            op_bail!("kernel has {} spatial axes, input has {r}", kernel.len());
+        }
+        for (name, len) in [
+            ("strides", self.strides.as_ref().map(Vec::len)),
+            ("dilations", self.dilations.as_ref().map(Vec::len)),
+            ("pads", self.pads.as_ref().map(|p| p.len() / 2)),
+        ] {
+            if let Some(len) = len
+                && len != r
+            {
+                op_bail!("'{name}' is for {len} spatial axes, the input has {r}");
+            }
+        }
+        let mut g = Geom {
+            rank: r,
+            input: [1; 3],
+            kernel: [1; 3],
+            stride: [1; 3],
+            dil: [1; 3],
+            pad_begin: [0; 3],
+            pad_end: [0; 3],
+            out: [1; 3],
+        };
+        let off = 3 - r;
+        for a in 0..r {
+            let (i, k) = (input[a], kernel[a]);
+            if i == 0 {
+                op_bail!("spatial axis {a} of the input is empty");
+            }
+            if k == 0 || k as i64 > MAX_ATTR {
+                op_bail!("kernel size {k} on spatial axis {a} is out of range");
+            }
+            let s = self.strides.as_ref().map_or(1, |v| v[a]);
+            let d = self.dilations.as_ref().map_or(1, |v| v[a]);
+            let dk = d * (k - 1) + 1;
+            let (pb, pe, out) = match self.auto_pad {
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let out = i.div_ceil(s);
+                    let total = ((out - 1) * s + dk).saturating_sub(i);
+                    let pb = if self.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+                    (pb, total - pb, out)
+                }
+                AutoPad::NotSet | AutoPad::Valid => {
+                    let (pb, pe) = match (&self.pads, self.auto_pad) {
+                        (Some(p), AutoPad::NotSet) => (p[a], p[a + r]),
+                        _ => (0, 0),
+                    };
+                    let span = i + pb + pe;
+                    if span < dk {
+                        op_bail!("window of extent {dk} is larger than the padded input ({span}) on spatial axis {a}");
+                    }
+                    let out = if self.ceil_mode {
+                        let o = (span - dk).div_ceil(s) + 1;
+                        if (o - 1) * s >= i + pb { o - 1 } else { o }
+                    } else {
+                        (span - dk) / s + 1
+                    };
+                    (pb, pe, out)
+                }
+            };
+            g.input[off + a] = i;
+            g.kernel[off + a] = k;
+            g.stride[off + a] = s;
+            g.dil[off + a] = d;
+            g.pad_begin[off + a] = pb;
+            g.pad_end[off + a] = pe;
+            g.out[off + a] = out;
+        }
+        checked_len(&g.out)?;
+        Ok(g)
+    }
+}
+
+/// A resolved window over three spatial axes (depth, height, width); 1-D
+/// and 2-D inputs have leading axes of size 1 with kernel 1, stride 1 and no
+/// padding. Output position o on an axis covers input positions
+/// o·stride − pad_begin + j·dil for j in 0..kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Geom {
+    /// The real number of spatial axes (1..=3).
+    pub rank: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub dil: [usize; 3],
+    pub pad_begin: [usize; 3],
+    pub pad_end: [usize; 3],
+    pub out: [usize; 3],
+}
+
+/// One output position's window on one axis.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Win {
+    /// Input position of kernel index 0 (negative inside the left padding).
+    pub start: isize,
+    /// Kernel indices `lo..hi` fall inside the input.
+    pub lo: usize,
+    pub hi: usize,
+    /// Kernel indices `0..padded` fall inside the padded extent
+    /// [−pad_begin, in + pad_end) (fewer than `kernel` only in ceil mode).
+    pub padded: usize,
+}
+
+impl Geom {
+    pub fn in_len(&self) -> usize {
+        self.input.iter().product()
+    }
+    pub fn out_len(&self) -> usize {
+        self.out.iter().product()
+    }
+    pub fn kernel_len(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// The output's spatial dims (the real axes only).
+    pub fn out_dims(&self) -> &[usize] {
+        &self.out[3 - self.rank..]
+    }
+
+    /// For every output position on axis `a`, its window (for pooling).
+    pub fn windows(&self, a: usize) -> Vec<Win> {
+        let (i, k, s, d) =
+            (self.input[a] as isize, self.kernel[a] as isize, self.stride[a] as isize, self.dil[a] as isize);
+        let (pb, pe) = (self.pad_begin[a] as isize, self.pad_end[a] as isize);
+        // Every count below is of j ≥ 0 with start + j·d on one side of a bound,
+        // a ceiling division of a non-negative distance.
+        let count_below = |bound: isize, start: isize| if bound <= start { 0 } else { (bound - start + d - 1) / d };
+        (0..self.out[a] as isize)
+            .map(|o| {
+                let start = o * s - pb;
+                let lo = count_below(0, start).min(k);
+                let hi = count_below(i, start).min(k).max(lo);
+                let padded = count_below(i + pe, start).min(k);
+                Win { start, lo: lo as usize, hi: hi as usize, padded: padded as usize }
+            })
+            .collect()
+    }
+
+    /// For every kernel index j on axis `a`: the output positions `lo..hi`
+    /// whose tap j lands inside the input, and the input position of tap j at
+    /// output 0 (`offset`, so output o reads o·stride + offset). For im2col.
+    fn taps(&self, a: usize) -> Vec<Tap> {
+        let (i, s, d, pb) =
+            (self.input[a] as isize, self.stride[a] as isize, self.dil[a] as isize, self.pad_begin[a] as isize);
+        let out = self.out[a] as isize;
+        (0..self.kernel[a] as isize)
+            .map(|j| {
+                let offset = j * d - pb;
+                // o·s + offset ≥ 0  ⇔  o ≥ ⌈−offset/s⌉;  o·s + offset < i  ⇔  o < ⌈(i − offset)/s⌉.
+                let lo = if offset >= 0 { 0 } else { (-offset + s - 1) / s }.min(out);
+                let hi = if i <= offset { 0 } else { (i - offset + s - 1) / s }.min(out).max(lo);
+                Tap { lo: lo as usize, hi: hi as usize, offset }
+            })
+            .collect()
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    lo: usize,
+    hi: usize,
+    offset: isize,
+}
+
+/// Per-axis tap tables of one geometry.
+struct Taps([Vec<Tap>; 3]);
+
+impl Taps {
+    fn new(g: &Geom) -> Taps {
+        Taps([g.taps(0), g.taps(1), g.taps(2)])
+    }
+
+    /// Calls `f(out_row, in_row, jd, jh)` for every output row (od, oh) and
+    /// kernel row (jd, jh) whose input row lies inside the input; rows index
+    /// the flattened (depth, height) planes. For 2-D inputs the order is
+    /// output row outer, kernel row inner, so a row's accumulations stay in cache.
+    #[inline]
+    fn for_each_row(&self, g: &Geom, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let [_, in_h, _] = g.input;
+        let [out_d, out_h, _] = g.out;
+        for od in 0..out_d {
+            for (jd, td) in self.0[0].iter().enumerate() {
+                if od < td.lo || od >= td.hi {
+                    continue;
+                }
+                let id = (od * g.stride[0]) as isize + td.offset;
+                for oh in 0..out_h {
+                    for (jh, th) in self.0[1].iter().enumerate() {
+                        if oh < th.lo || oh >= th.hi {
+                            continue;
+                        }
+                        let ih = (oh * g.stride[1]) as isize + th.offset;
+                        f(od * out_h + oh, id as usize * in_h + ih as usize, jd, jh);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// im2col / col2im.
+
+/// Fills `col` ([channels·kernel_len, out_len], row-major) with the input
+/// patches of `x` ([channels, in_len]): row (c, jd, jh, jw), column (od, oh, ow)
+/// holds x[c, od·sd + jd·dd − pd, …], or 0 where that is padding. Every entry
+/// is written exactly once (no clearing pass), and interior runs are copied
+/// as slices when the width stride is 1.
+fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, col: &mut [T]) {
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    let [_, in_h, in_w] = g.input;
+    let [_, out_h, out_w] = g.out;
+    let [sd, sh, sw] = g.stride;
+    let mut rows = col.chunks_exact_mut(out_len);
+    for xc in x.chunks_exact(in_len).take(channels) {
+        for td in &taps.0[0] {
+            for th in &taps.0[1] {
+                for tw in &taps.0[2] {
+                    let Some(row) = rows.next() else { return };
+                    let n = tw.hi - tw.lo;
+                    let iw0 = (tw.lo * sw) as isize + tw.offset;
+                    for (od, plane) in row.chunks_exact_mut(out_h * out_w).enumerate() {
+                        if od < td.lo || od >= td.hi {
+                            plane.fill(T::zero());
+                            continue;
+                        }
+                        let id = ((od * sd) as isize + td.offset) as usize;
+                        for (oh, dst) in plane.chunks_exact_mut(out_w).enumerate() {
+                            if oh < th.lo || oh >= th.hi || n == 0 {
+                                dst.fill(T::zero());
+                                continue;
+                            }
+                            let ih = ((oh * sh) as isize + th.offset) as usize;
+                            let src = &xc[(id * in_h + ih) * in_w + iw0 as usize..];
+                            dst[..tw.lo].fill(T::zero());
+                            dst[tw.hi..].fill(T::zero());
+                            let dst = &mut dst[tw.lo..tw.hi];
+                            if sw == 1 {
+                                dst.copy_from_slice(&src[..n]);
+                            } else {
+                                for (d, s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                                    *d = *s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every column entry back onto the input
+/// position it was copied from (entries that stood for padding are dropped).
+fn col2im<T: Elem>(col: &[T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    let [_, in_h, in_w] = g.input;
+    let [_, out_h, out_w] = g.out;
+    let [sd, sh, sw] = g.stride;
+    let mut rows = col.chunks_exact(out_len);
+    for dxc in dx.chunks_exact_mut(in_len).take(channels) {
+        for td in &taps.0[0] {
+            for th in &taps.0[1] {
+                for tw in &taps.0[2] {
+                    let Some(row) = rows.next() else { return };
+                    if tw.hi == tw.lo {
+                        continue;
+                    }
+                    let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
+                    for od in td.lo..td.hi {
+                        let id = ((od * sd) as isize + td.offset) as usize;
+                        for oh in th.lo..th.hi {
+                            let ih = ((oh * sh) as isize + th.offset) as usize;
+                            let src = &row[(od * out_h + oh) * out_w..][tw.lo..tw.hi];
+                            let dst = &mut dxc[(id * in_h + ih) * in_w + iw0..];
+                            if sw == 1 {
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    *d += *s;
+                                }
+                            } else {
+                                for (d, s) in dst.iter_mut().step_by(sw).zip(src) {
+                                    *d += *s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn view<T>(s: &[T], rows: usize, cols: usize) -> OpResult<ArrayView2<'_, T>> {
+    ArrayView2::from_shape((rows, cols), &s[..rows * cols]).map_err(|e| OpError(format!("internal shape error: {e}")))
+}
+
+fn view_mut<T>(s: &mut [T], rows: usize, cols: usize) -> OpResult<ArrayViewMut2<'_, T>> {
+    ArrayViewMut2::from_shape((rows, cols), &mut s[..rows * cols])
+        .map_err(|e| OpError(format!("internal shape error: {e}")))
+}
+
+// ---------------------------------------------------------------------------
+// Conv.
+
+/// Sizes of one evaluation, checked against each other.
+#[derive(Debug, Clone)]
+struct Dims {
+    n: usize,
+    c: usize,
+    m: usize,
+    group: usize,
+    geom: Geom,
+}
+
+impl Dims {
+    fn cg(&self) -> usize {
+        self.c / self.group
+    }
+    fn mg(&self) -> usize {
+        self.m / self.group
+    }
+    /// Rows of a group's im2col matrix.
+    fn ck(&self) -> usize {
+        self.cg() * self.geom.kernel_len()
+    }
+    fn out_shape(&self) -> Vec<usize> {
+        let mut s = vec![self.n, self.m];
+        s.extend_from_slice(self.geom.out_dims());
+        s
+    }
+}
+
+struct Conv {
+    win: Window,
+    group: usize,
+    /// Depthwise convolutions (group = C > 1) take the direct loop; tests turn
+    /// it off to compare with the grouped GEMM path.
+    depthwise_fast: bool,
+}
+
+pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    let mut win = Window::parse(n)?;
+    // Conv has no ceil_mode; ignore a stray one rather than change the output size.
+    win.ceil_mode = false;
+    let group = attr_int_or(n, "group", 1)?;
+    if !(1..=MAX_ATTR).contains(&group) {
+        op_bail!("attribute 'group' must be at least 1, got {group}");
+    }
+    Ok(Box::new(Conv { win, group: group as usize, depthwise_fast: true }))
+}
+
+impl Conv {
+    fn dims(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> OpResult<Dims> {
+        if !(3..=5).contains(&x.len()) {
+            op_bail!("Conv supports 1-D to 3-D convolutions (input rank 3 to 5), got input shape {x:?}");
+        }
+        if w.len() != x.len() {
+            op_bail!("weight shape {w:?} does not match the rank of input shape {x:?}");
+        }
+        let (n, c, m, group) = (x[0], x[1], w[0], self.group);
+        if c % group != 0 {
+            op_bail!("input channels {c} are not divisible by group {group}");
+        }
+        if w[1] != c / group {
+            op_bail!("weight shape {w:?}: second dim must be input channels / group = {}", c / group);
+        }
+        if m % group != 0 {
+            op_bail!("output channels {m} are not divisible by group {group}");
+        }
+        if let Some(k) = &self.win.kernel
+            && k.as_slice() != &w[2..]
+        {
+            op_bail!("kernel_shape {k:?} does not match the weight's spatial dims {:?}", &w[2..]);
+        }
+        if let Some(b) = b
+            && b != [m]
+        {
+            op_bail!("bias shape {b:?} should be [{m}]");
+        }
+        let geom = self.win.geometry(&x[2..], &w[2..])?;
+        let dims = Dims { n, c, m, group, geom };
+        checked_len(&dims.out_shape())?;
+        Ok(dims)
+    }
+
+    fn depthwise(&self, d: &Dims) -> bool {
+        self.depthwise_fast && d.group == d.c && d.group > 1
+    }
+}
+
+impl<T: Elem> Op<T> for Conv {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let x = finput(inputs, 0)?;
+        let w = finput(inputs, 1)?;
+        let b = match inputs.get(2).copied().flatten() {
+            Some(v) => Some(v.float()?),
+            None => None,
+        };
+        let d = self.dims(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        let (xs, ws) = (contiguous(x), contiguous(w));
+        let bs = b.map(contiguous);
+        let mut y = vec![T::zero(); d.n * d.m * d.geom.out_len()];
+        if self.depthwise(&d) {
+            depthwise_forward(&xs, &ws, bs.as_deref(), &d, &mut y);
+        } else {
+            gemm_forward(&xs, &ws, bs.as_deref(), &d, &mut y)?;
+        }
+        Ok(vec![Value::F(array(&d.out_shape(), y)?)])
+    }
+
+    /// Y is bilinear in (X, W) plus B: y[n, m, o] = b[m] + Σ_{c, j} w[m, c, j]·x[n, c, o·s + j·d − p]
+    /// (padding reads 0), so ∂L/∂x[n, c, i] = Σ_{m, o, j : o·s + j·d − p = i} w[m, c, j]·dY[n, m, o],
+    /// ∂L/∂w[m, c, j] = Σ_{n, o} dY[n, m, o]·x[n, c, o·s + j·d − p] and ∂L/∂b[m] = Σ_{n, o} dY[n, m, o];
+    /// the GEMM and depthwise helpers below compute exactly these sums.
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        let x = finput(ctx.inputs, 0)?;
+        let w = finput(ctx.inputs, 1)?;
+        let b = match ctx.inputs.get(2).copied().flatten() {
+            Some(v) => Some(v.float()?),
+            None => None,
+        };
+        let d = self.dims(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        if ctx.dout.shape() != d.out_shape() {
+            op_bail!("output gradient shape {:?} differs from the output shape {:?}", ctx.dout.shape(), d.out_shape());
+        }
+        let wants = |i: usize| ctx.wrt.get(i).copied().unwrap_or(false);
+        let (xs, ws, dy) = (contiguous(x), contiguous(w), contiguous(ctx.dout));
+        let mut dx = wants(0).then(|| vec![T::zero(); xs.len()]);
+        let mut dw = wants(1).then(|| vec![T::zero(); ws.len()]);
+        if dx.is_some() || dw.is_some() {
+            if self.depthwise(&d) {
+                depthwise_backward(&xs, &ws, &dy, &d, dx.as_deref_mut(), dw.as_deref_mut());
+            } else {
+                gemm_backward(&xs, &ws, &dy, &d, dx.as_deref_mut(), dw.as_deref_mut())?;
+            }
+        }
+        // y[n, m, p] = b[m] + …, so ∂L/∂b[m] = Σ_{n,p} dY[n, m, p].
+        let db = match (b, wants(2)) {
+            (Some(_), true) => {
+                let p = d.geom.out_len();
+                let mut db = vec![T::zero(); d.m];
+                for (i, plane) in dy.chunks_exact(p).enumerate() {
+                    db[i % d.m] += plane.iter().copied().sum::<T>();
+                }
+                Some(array(&[d.m], db)?)
+            }
+            _ => None,
+        };
+        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; ctx.inputs.len()];
+        if let Some(dx) = dx {
+            grads[0] = Some(array(x.shape(), dx)?);
+        }
+        if let Some(dw) = dw {
+            grads[1] = Some(array(w.shape(), dw)?);
+        }
+        if let (Some(db), Some(slot)) = (db, grads.get_mut(2)) {
+            *slot = Some(db);
+        }
+        Ok(grads)
+    }
+}
+
+/// Y[n, g] = W[g] · col(X[n, g]) + b, with W[g] as [M/g, C/g·k] and col as
+/// [C/g·k, out]. Pointwise convolutions (1×1, stride 1, no padding) use X
+/// itself as the column matrix.
+fn gemm_forward<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, y: &mut [T]) -> OpResult<()> {
+    let g = &d.geom;
+    let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
+    let pointwise = g.is_pointwise();
+    let taps = Taps::new(g);
+    let mut col = if pointwise { Vec::new() } else { vec![T::zero(); ck * p] };
+    for ni in 0..d.n {
+        for gi in 0..d.group {
+            let xg = &x[(ni * d.c + gi * cg) * in_len..][..cg * in_len];
+            let yg = &mut y[(ni * d.m + gi * mg) * p..][..mg * p];
+            if let Some(b) = b {
+                for (row, &bm) in yg.chunks_exact_mut(p).zip(&b[gi * mg..(gi + 1) * mg]) {
+                    row.fill(bm);
+                }
+            }
+            let colv = if pointwise {
+                view(xg, ck, p)?
+            } else {
+                im2col(xg, cg, g, &taps, &mut col);
+                view(&col, ck, p)?
+            };
+            let wv = view(&w[gi * mg * ck..], mg, ck)?;
+            let beta = if b.is_some() { T::one() } else { T::zero() };
+            general_mat_mul(T::one(), &wv, &colv, beta, &mut view_mut(yg, mg, p)?);
+        }
+    }
+    Ok(())
+}
+
+/// Adjoints of [`gemm_forward`], per sample n and group g:
+/// Y = W·col  ⇒  ∂L/∂col = Wᵀ·dY (then col2im scatters it back to X, the
+/// adjoint of the gather im2col did), and ∂L/∂W = Σ_n dY·colᵀ.
+fn gemm_backward<T: Elem>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    d: &Dims,
+    mut dx: Option<&mut [T]>,
+    mut dw: Option<&mut [T]>,
+) -> OpResult<()> {
+    let g = &d.geom;
+    let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
+    let pointwise = g.is_pointwise();
+    let taps = Taps::new(g);
+    let mut buf = if pointwise { Vec::new() } else { vec![T::zero(); ck * p] };
+    for ni in 0..d.n {
+        for gi in 0..d.group {
+            let x_at = (ni * d.c + gi * cg) * in_len;
+            let dyv = view(&dy[(ni * d.m + gi * mg) * p..], mg, p)?;
+            let wv = view(&w[gi * mg * ck..], mg, ck)?;
+            if let Some(dx) = dx.as_deref_mut() {
+                let dxg = &mut dx[x_at..][..cg * in_len];
+                if pointwise {
+                    // Groups write disjoint slices of dX, so no accumulation is needed.
+                    general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dxg, ck, p)?);
+                } else {
+                    general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(&mut buf, ck, p)?);
+                    col2im(&buf, cg, g, &taps, dxg);
+                }
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                let xg = &x[x_at..][..cg * in_len];
+                let colv = if pointwise {
+                    view(xg, ck, p)?
+                } else {
+                    im2col(xg, cg, g, &taps, &mut buf);
+                    view(&buf, ck, p)?
+                };
+                let mut dwv = view_mut(&mut dw[gi * mg * ck..], mg, ck)?;
+                general_mat_mul(T::one(), &dyv, &colv.t(), T::one(), &mut dwv);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Depthwise convolution (group = C): output channel m reads only input
+/// channel m / (M/C), so each output row is a sum of shifted, scaled input
+/// rows — a direct loop, contiguous when the width stride is 1.
+fn depthwise_forward<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, y: &mut [T]) {
+    let g = &d.geom;
+    let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
+    let (in_w, out_w, sw) = (g.input[2], g.out[2], g.stride[2]);
+    let taps = Taps::new(g);
+    for (plane, yp) in y.chunks_exact_mut(p).enumerate() {
+        let (ni, mi) = (plane / d.m, plane % d.m);
+        let xp = &x[(ni * d.c + mi / mult) * in_len..][..in_len];
+        let wk = &w[mi * kk..][..kk];
+        if let Some(b) = b {
+            yp.fill(b[mi]);
+        }
+        taps.for_each_row(g, |orow, irow, jd, jh| {
+            let yrow = &mut yp[orow * out_w..][..out_w];
+            let xrow = &xp[irow * in_w..][..in_w];
+            let wrow = &wk[(jd * g.kernel[1] + jh) * g.kernel[2]..][..g.kernel[2]];
+            for (tw, &wv) in taps.0[2].iter().zip(wrow) {
+                if tw.hi == tw.lo {
+                    continue;
+                }
+                let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
+                let dst = &mut yrow[tw.lo..tw.hi];
+                if sw == 1 {
+                    for (o, &xv) in dst.iter_mut().zip(&xrow[iw0..]) {
+                        *o += wv * xv;
+                    }
+                } else {
+                    for (o, &xv) in dst.iter_mut().zip(xrow[iw0..].iter().step_by(sw)) {
+                        *o += wv * xv;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Adjoint of [`depthwise_forward`]: each term y[o] += w·x[i] gives
+/// ∂L/∂x[i] += w·dY[o] and ∂L/∂w += dY[o]·x[i], over the same (o, i) pairs.
+fn depthwise_backward<T: Elem>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    d: &Dims,
+    mut dx: Option<&mut [T]>,
+    mut dw: Option<&mut [T]>,
+) {
+    let g = &d.geom;
+    let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
+    let (in_w, out_w, sw) = (g.input[2], g.out[2], g.stride[2]);
+    let taps = Taps::new(g);
+    for (plane, dyp) in dy.chunks_exact(p).enumerate() {
+        let (ni, mi) = (plane / d.m, plane % d.m);
+        let x_at = (ni * d.c + mi / mult) * in_len;
+        let wk = &w[mi * kk..][..kk];
+        if let Some(dx) = dx.as_deref_mut() {
+            let dxp = &mut dx[x_at..][..in_len];
+            taps.for_each_row(g, |orow, irow, jd, jh| {
+                let dyrow = &dyp[orow * out_w..][..out_w];
+                let dxrow = &mut dxp[irow * in_w..][..in_w];
+                let wrow = &wk[(jd * g.kernel[1] + jh) * g.kernel[2]..][..g.kernel[2]];
+                for (tw, &wv) in taps.0[2].iter().zip(wrow) {
+                    if tw.hi == tw.lo {
+                        continue;
+                    }
+                    let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
+                    let src = &dyrow[tw.lo..tw.hi];
+                    if sw == 1 {
+                        for (o, &g) in dxrow[iw0..].iter_mut().zip(src) {
+                            *o += wv * g;
+                        }
+                    } else {
+                        for (o, &g) in dxrow[iw0..].iter_mut().step_by(sw).zip(src) {
+                            *o += wv * g;
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(dw) = dw.as_deref_mut() {
+            let xp = &x[x_at..][..in_len];
+            let dwk = &mut dw[mi * kk..][..kk];
+            taps.for_each_row(g, |orow, irow, jd, jh| {
+                let dyrow = &dyp[orow * out_w..][..out_w];
+                let xrow = &xp[irow * in_w..][..in_w];
+                let dwrow = &mut dwk[(jd * g.kernel[1] + jh) * g.kernel[2]..][..g.kernel[2]];
+                for (tw, dwv) in taps.0[2].iter().zip(dwrow) {
+                    if tw.hi == tw.lo {
+                        continue;
+                    }
+                    let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
+                    let s: T =
+                        dyrow[tw.lo..tw.hi].iter().zip(xrow[iw0..].iter().step_by(sw)).map(|(&a, &b)| a * b).sum();
+                    *dwv += s;
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{check_rule, f, floats, node, run_forward, uniform};
+    use super::*;
+    use crate::model::graph::Attr;
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    /// ∂L/∂X, ∂L/∂W and ∂L/∂B against f64 central differences.
+    fn check(attrs: &[(&str, Attr)], x: &[usize], w: &[usize], bias: bool) -> ArrayD<f64> {
+        let n = node("Conv", attrs);
+        let mut inputs = vec![f(x, 1), f(w, 2)];
+        let mut wrt = vec![true, true];
+        if bias {
+            inputs.push(f(&[w[0]], 3));
+            wrt.push(true);
+        }
+        check_rule(&n, 13, inputs, &wrt)
+    }
+
+    #[test]
+    fn conv_2d_plain_and_bias() {
+        assert_eq!(check(&[], &[2, 3, 5, 5], &[4, 3, 3, 3], true).shape(), &[2, 4, 3, 3]);
+        check(&[], &[1, 2, 4, 4], &[3, 2, 2, 2], false);
+    }
+
+    #[test]
+    fn conv_1d() {
+        let y = check(&[("pads", ints(&[1, 2])), ("strides", ints(&[2]))], &[2, 3, 7], &[2, 3, 3], true);
+        assert_eq!(y.shape(), &[2, 2, 4]);
+    }
+
+    #[test]
+    fn conv_3d() {
+        let y = check(&[("pads", ints(&[1, 0, 1, 0, 1, 1]))], &[1, 2, 3, 4, 3], &[2, 2, 2, 3, 2], true);
+        assert_eq!(y.shape(), &[1, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn conv_strides_2() {
+        let y = check(&[("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))], &[1, 2, 6, 7], &[3, 2, 3, 3], true);
+        assert_eq!(y.shape(), &[1, 3, 3, 4]);
+    }
+
+    #[test]
+    fn conv_dilations_2() {
+        let y =
+            check(&[("dilations", ints(&[2, 2])), ("pads", ints(&[2, 1, 2, 1]))], &[1, 2, 6, 6], &[2, 2, 3, 3], true);
+        assert_eq!(y.shape(), &[1, 2, 6, 4]);
+    }
+
+    #[test]
+    fn conv_asymmetric_pads() {
+        let y = check(&[("pads", ints(&[0, 2, 1, 0]))], &[1, 2, 5, 4], &[2, 2, 3, 2], false);
+        assert_eq!(y.shape(), &[1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn conv_auto_pad() {
+        let same = |s: &str| [("auto_pad", Attr::Str(s.into())), ("strides", ints(&[2, 1]))];
+        // SAME: out = ⌈in/stride⌉ = [3, 4]; H pads 2 in total, W pads 1 (odd).
+        assert_eq!(check(&same("SAME_UPPER"), &[1, 2, 5, 4], &[2, 2, 3, 2], true).shape(), &[1, 2, 3, 4]);
+        assert_eq!(check(&same("SAME_LOWER"), &[1, 2, 5, 4], &[2, 2, 3, 2], true).shape(), &[1, 2, 3, 4]);
+        let valid = [("auto_pad", Attr::Str("VALID".into())), ("pads", ints(&[5, 5, 5, 5]))];
+        assert_eq!(check(&valid, &[1, 2, 5, 4], &[2, 2, 3, 2], true).shape(), &[1, 2, 3, 3]);
+    }
+
+    #[test]
+    fn conv_same_upper_and_lower_place_the_odd_pad() {
+        // 1×1 input channel of width 4, kernel [1, 1] of width 2: one pad in
+        // total, after the input (UPPER) or before it (LOWER).
+        let x = floats(&[1, 1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let w = floats(&[1, 1, 2], &[1.0, 1.0]);
+        let run = |mode: &str| {
+            let n = node("Conv", &[("auto_pad", Attr::Str(mode.into()))]);
+            run_forward(&n, 13, &[x.clone(), w.clone()])[0].float().unwrap().iter().copied().collect::<Vec<_>>()
+        };
+        assert_eq!(run("SAME_UPPER"), vec![3.0, 5.0, 7.0, 4.0]);
+        assert_eq!(run("SAME_LOWER"), vec![1.0, 3.0, 5.0, 7.0]);
+    }
+
+    #[test]
+    fn conv_groups_2() {
+        let y = check(&[("group", Attr::Int(2)), ("pads", ints(&[1, 1, 1, 1]))], &[1, 4, 4, 4], &[6, 2, 3, 3], true);
+        assert_eq!(y.shape(), &[1, 6, 4, 4]);
+    }
+
+    #[test]
+    fn conv_depthwise() {
+        let a = [("group", Attr::Int(3)), ("pads", ints(&[1, 1, 1, 1]))];
+        check(&a, &[2, 3, 5, 5], &[3, 1, 3, 3], true);
+        check(&a, &[1, 3, 5, 4], &[6, 1, 3, 3], false);
+        let strided = [
+            ("group", Attr::Int(3)),
+            ("pads", ints(&[1, 0, 2, 1])),
+            ("strides", ints(&[2, 2])),
+            ("dilations", ints(&[1, 2])),
+        ];
+        check(&strided, &[1, 3, 6, 7], &[6, 1, 3, 2], true);
+    }
+
+    #[test]
+    fn conv_pointwise() {
+        check(&[], &[2, 4, 3, 3], &[5, 4, 1, 1], true);
+        check(&[("group", Attr::Int(2))], &[1, 4, 3, 2], &[4, 2, 1, 1], false);
+    }
+
+    #[test]
+    fn conv_wrt_x_only_leaves_others_none() {
+        let n = node("Conv", &[]);
+        let inputs = vec![f(&[1, 2, 4, 4], 1), f(&[2, 2, 3, 3], 2), f(&[2], 3)];
+        check_rule(&n, 13, inputs.clone(), &[true, false, false]);
+        let op = build_conv::<f64>(&n, &BuildCtx { opset: 13 }).unwrap();
+        let args: Vec<_> = inputs.iter().map(|v| v.as_ref()).collect();
+        let y = op.forward(&args).unwrap().remove(0);
+        let dout = ArrayD::ones(y.shape());
+        let g = op.backward(&Backward { inputs: &args, output: &y, dout: &dout, wrt: &[true, false, false] }).unwrap();
+        assert!(g[0].is_some() && g[1].is_none() && g[2].is_none());
+    }
+
+    #[test]
+    fn conv_forward_hand_computed() {
+        // 3×3 input 1..9, kernel [[1, 0], [0, −1]], bias 10, pads 0:
+        // y[i, j] = x[i, j] − x[i+1, j+1] + 10 = −4 + 10 everywhere.
+        let x = floats(&[1, 1, 3, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        let w = floats(&[1, 1, 2, 2], &[1.0, 0.0, 0.0, -1.0]);
+        let b = floats(&[1], &[10.0]);
+        let y = run_forward(&node("Conv", &[]), 13, &[x.clone(), w.clone(), b])[0].float().unwrap().clone();
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![6.0; 4]);
+
+        // Same input, 3×3 box kernel, pads 1, stride 2: sums of the clipped
+        // 3×3 neighbourhoods of the corners (0,0), (0,2), (2,0), (2,2).
+        let ones = floats(&[1, 1, 3, 3], &[1.0; 9]);
+        let n = node("Conv", &[("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))]);
+        let y = run_forward(&n, 13, &[x, ones])[0].float().unwrap().clone();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![12.0, 16.0, 24.0, 28.0]);
+    }
+
+    #[test]
+    fn conv_forward_dilated_1d_hand_computed() {
+        // x = 0..6, kernel [1, 1] with dilation 3: y[i] = x[i] + x[i+3].
+        let x = floats(&[1, 1, 6], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let w = floats(&[1, 1, 2], &[1.0, 1.0]);
+        let y = run_forward(&node("Conv", &[("dilations", ints(&[3]))]), 13, &[x, w])[0].float().unwrap().clone();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![3.0, 5.0, 7.0]);
+    }
+
+    /// Conv straight from the ONNX definition, one output element at a time:
+    /// y[n, m, o] = b[m] + Σ_{c in m's group, j} w[m, c, j]·x[n, g·C/g + c, o·s + j·d − pad_begin].
+    fn naive_conv(x: &ArrayD<f64>, w: &ArrayD<f64>, b: &ArrayD<f64>, group: usize, g: &Geom) -> Vec<f64> {
+        let (n, c, m) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+        let (cg, mg) = (c / group, m / group);
+        let x5 = x.to_shape([n, c, g.input[0], g.input[1], g.input[2]]).unwrap();
+        let w5 = w.to_shape([m, cg, g.kernel[0], g.kernel[1], g.kernel[2]]).unwrap();
+        let mut y = Vec::new();
+        for ni in 0..n {
+            for mi in 0..m {
+                for (o0, o1, o2) in ndarray::indices(g.out) {
+                    let o = [o0, o1, o2];
+                    let mut acc = b[mi];
+                    for ci in 0..cg {
+                        for (j0, j1, j2) in ndarray::indices(g.kernel) {
+                            let j = [j0, j1, j2];
+                            let mut at = [0usize; 3];
+                            let mut inside = true;
+                            for a in 0..3 {
+                                let p = (o[a] * g.stride[a] + j[a] * g.dil[a]) as isize - g.pad_begin[a] as isize;
+                                inside &= p >= 0 && p < g.input[a] as isize;
+                                at[a] = p.max(0) as usize;
+                            }
+                            if inside {
+                                acc +=
+                                    w5[[mi, ci, j[0], j[1], j[2]]] * x5[[ni, mi / mg * cg + ci, at[0], at[1], at[2]]];
+                            }
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_forward_matches_the_definition() {
+        type Case = (Vec<(&'static str, Attr)>, Vec<usize>, Vec<usize>, usize);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("pads", ints(&[2, 1])), ("strides", ints(&[3])), ("dilations", ints(&[2]))],
+                vec![2, 4, 11],
+                vec![6, 2, 3],
+                2,
+            ),
+            (
+                vec![("pads", ints(&[1, 0, 2, 1])), ("strides", ints(&[2, 1])), ("dilations", ints(&[1, 2]))],
+                vec![2, 3, 7, 8],
+                vec![4, 3, 3, 2],
+                1,
+            ),
+            (vec![("pads", ints(&[0, 2, 1, 3])), ("strides", ints(&[1, 3]))], vec![1, 6, 5, 9], vec![6, 2, 2, 3], 3),
+            (vec![("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2]))], vec![1, 4, 7, 7], vec![8, 1, 3, 3], 4),
+            (
+                vec![("auto_pad", Attr::Str("SAME_LOWER".into())), ("strides", ints(&[2, 3]))],
+                vec![1, 2, 6, 7],
+                vec![3, 2, 4, 3],
+                1,
+            ),
+            (vec![("strides", ints(&[2, 2]))], vec![1, 4, 5, 5], vec![6, 4, 1, 1], 1),
+            (
+                vec![("pads", ints(&[1, 0, 1, 0, 1, 1])), ("strides", ints(&[1, 2, 1]))],
+                vec![1, 2, 4, 5, 3],
+                vec![4, 1, 2, 3, 2],
+                2,
+            ),
+        ];
+        for (attrs, xs, ws, group) in cases {
+            let n = node("Conv", &attrs).with("group", Attr::Int(group as i64));
+            let (x, w, b) = (uniform(&xs, 1, -1.0, 1.0), uniform(&ws, 2, -1.0, 1.0), uniform(&[ws[0]], 3, -1.0, 1.0));
+            let y =
+                run_forward(&n, 13, &[Some(Value::F(x.clone())), Some(Value::F(w.clone())), Some(Value::F(b.clone()))]);
+            let geom = Window::parse(&n).unwrap().geometry(&xs[2..], &ws[2..]).unwrap();
+            let want = naive_conv(&x, &w, &b, group, &geom);
+            let got: Vec<f64> = y[0].float().unwrap().iter().copied().collect();
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{attrs:?}");
+        }
+    }
+
+    #[test]
+    fn conv_f32_agrees_with_f64() {
+        let n = node("Conv", &[("pads", ints(&[1, 1, 1, 1]))]);
+        let x = uniform(&[2, 16, 14, 14], 7, -1.0, 1.0);
+        let w = uniform(&[32, 16, 3, 3], 8, -0.3, 0.3);
+        let b = uniform(&[32], 9, -0.5, 0.5);
+        let y64 = {
+            let op = build_conv::<f64>(&n, &BuildCtx { opset: 13 }).unwrap();
+            let ins = [Value::F(x.clone()), Value::F(w.clone()), Value::F(b.clone())];
+            op.forward(&[Some(&ins[0]), Some(&ins[1]), Some(&ins[2])]).unwrap().remove(0)
+        };
+        let y32 = {
+            let op = build_conv::<f32>(&n, &BuildCtx { opset: 13 }).unwrap();
+            let c = |a: &ArrayD<f64>| Value::F(a.mapv(|v| v as f32));
+            let ins = [c(&x), c(&w), c(&b)];
+            op.forward(&[Some(&ins[0]), Some(&ins[1]), Some(&ins[2])]).unwrap().remove(0)
+        };
+        let (y64, y32) = (y64.float().unwrap(), y32.float().unwrap());
+        assert_eq!(y64.shape(), &[2, 32, 14, 14]);
+        // Each output sums 145 terms of magnitude ≤ 0.3: f32 rounding gives
+        // ~1e-6 absolute error, well under 1e-5 of the output scale.
+        let scale = y64.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (a, b) in y64.iter().zip(y32.iter()) {
+            assert!((a - *b as f64).abs() <= 1e-5 * scale, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn depthwise_fast_path_equals_grouped_gemm() {
+        for (attrs, w_shape) in [
+            (vec![("pads", ints(&[1, 1, 1, 1]))], [8usize, 1, 3, 3]),
+            (
+                vec![("pads", ints(&[0, 1, 2, 1])), ("strides", ints(&[2, 3])), ("dilations", ints(&[2, 1]))],
+                [8, 1, 3, 2],
+            ),
+        ] {
+            let n = node("Conv", &attrs).with("group", Attr::Int(4));
+            let conv = |fast: bool| Conv { win: Window::parse(&n).unwrap(), group: 4, depthwise_fast: fast };
+            let ins = [
+                Value::F(uniform(&[2, 4, 9, 8], 1, -1.0, 1.0)),
+                Value::F(uniform(&w_shape, 2, -1.0, 1.0)),
+                Value::F(uniform(&[8], 3, -1.0, 1.0)),
+            ];
+            let args = [Some(&ins[0]), Some(&ins[1]), Some(&ins[2])];
+            let run = |op: Conv| {
+                let y = Op::<f64>::forward(&op, &args).unwrap().remove(0);
+                let dout = uniform(y.shape(), 4, -1.0, 1.0);
+                let g = op
+                    .backward(&Backward { inputs: &args, output: &y, dout: &dout, wrt: &[true, true, true] })
+                    .unwrap();
+                (y, g)
+            };
+            let (y_fast, g_fast) = run(conv(true));
+            let (y_gemm, g_gemm) = run(conv(false));
+            let close = |a: &ArrayD<f64>, b: &ArrayD<f64>| {
+                assert_eq!(a.shape(), b.shape());
+                assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12), "{a:?} vs {b:?}");
+            };
+            close(y_fast.float().unwrap(), y_gemm.float().unwrap());
+            for (a, b) in g_fast.iter().zip(&g_gemm) {
+                close(a.as_ref().unwrap(), b.as_ref().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_attributes_are_errors() {
+        let ctx = BuildCtx { opset: 13 };
+        let built = |attrs: &[(&str, Attr)]| build_conv::<f64>(&node("Conv", attrs), &ctx);
+        assert!(built(&[("pads", ints(&[1, 1, 1]))]).is_err());
+        assert!(built(&[("strides", ints(&[0, 1]))]).is_err());
+        assert!(built(&[("group", Attr::Int(0))]).is_err());
+        assert!(built(&[("auto_pad", Attr::Str("SAME".into()))]).is_err());
+        assert!(built(&[("kernel_shape", ints(&[3, 3])), ("strides", ints(&[1]))]).is_err());
+
+        let x = f(&[1, 4, 5, 5], 1);
+        let forward = |attrs: &[(&str, Attr)], w: &[usize]| {
+            let op = built(attrs).unwrap();
+            let w = f(w, 2);
+            op.forward(&[x.as_ref(), w.as_ref()]).err().map(|e| e.0)
+        };
+        assert!(forward(&[("kernel_shape", ints(&[2, 2]))], &[2, 4, 3, 3]).unwrap().contains("kernel_shape"));
+        assert!(forward(&[("pads", ints(&[1, 1]))], &[2, 4, 3, 3]).is_some());
+        assert!(forward(&[("group", Attr::Int(3))], &[3, 1, 3, 3]).unwrap().contains("group"));
+        assert!(forward(&[("group", Attr::Int(2))], &[2, 4, 3, 3]).unwrap().contains("second dim"));
+        assert!(forward(&[], &[2, 4, 6, 6]).unwrap().contains("larger than"));
+        assert!(
+            forward(&[("pads", ints(&[1 << 20, 1 << 20, 1 << 20, 1 << 20]))], &[1, 4, 1, 1])
+                .unwrap()
+                .contains("too large")
+        );
+    }
+}

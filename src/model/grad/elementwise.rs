@@ -158,7 +158,12 @@ mod tests {
     fn broadcasting_arithmetic_reduces_gradients_to_operand_shapes() {
         for op in ["Add", "Sub", "Mul", "Div"] {
             // Same shape, trailing broadcast, leading broadcast, both operands stretched.
-            for (sa, sb) in [(vec![2, 3], vec![2, 3]), (vec![2, 3, 4], vec![4]), (vec![1, 3, 1], vec![2, 1, 4]), (vec![2, 3], vec![])] {
+            for (sa, sb) in [
+                (vec![2, 3], vec![2, 3]),
+                (vec![2, 3, 4], vec![4]),
+                (vec![1, 3, 1], vec![2, 1, 4]),
+                (vec![2, 3], vec![]),
+            ] {
                 check_rule(&node(op, &[]), 14, vec![f(&sa, 1), f(&sb, 2)], &[true, true]);
             }
         }

@@ -71,9 +71,10 @@ pub struct LossGrad<T> {
 fn to_value<T: Elem>(t: &TensorData) -> Value<T> {
     let shape = IxDyn(&t.shape);
     match &t.data {
-        Elements::Float(v) => {
-            Value::F(ArrayD::from_shape_vec(shape, v.iter().map(|&x| T::of(x)).collect()).expect("tensor size checked by loader"))
-        }
+        Elements::Float(v) => Value::F(
+            ArrayD::from_shape_vec(shape, v.iter().map(|&x| T::of(x)).collect())
+                .expect("tensor size checked by loader"),
+        ),
         Elements::Int(v) => Value::I(ArrayD::from_shape_vec(shape, v.clone()).expect("tensor size checked by loader")),
     }
 }
@@ -134,7 +135,8 @@ impl<T: Elem> Engine<T> {
         // Outputs after the first of a path node carry no gradient (masks, indices).
         let mut non_differentiable: HashMap<usize, String> = HashMap::new();
         for (node, _) in graph.nodes.iter().zip(&needed).filter(|(_, n)| **n) {
-            let node_err = |reason: String| GradError::Node { node: node.name.clone(), op: node.op_type.clone(), reason };
+            let node_err =
+                |reason: String| GradError::Node { node: node.name.clone(), op: node.op_type.clone(), reason };
             let inputs: Vec<Option<usize>> =
                 node.inputs.iter().map(|s| (!s.is_empty()).then(|| id_of(s, &mut names))).collect();
             let outputs: Vec<usize> = node.outputs.iter().map(|s| id_of(s, &mut names)).collect();
@@ -197,7 +199,15 @@ impl<T: Elem> Engine<T> {
                 continue;
             }
             let wrt = input_kinds.iter().map(|k| *k == Kind::Path).collect();
-            live.push(PlanNode { name: node.name.clone(), op_type: node.op_type.clone(), op, inputs, outputs, kind, wrt });
+            live.push(PlanNode {
+                name: node.name.clone(),
+                op_type: node.op_type.clone(),
+                op,
+                inputs,
+                outputs,
+                kind,
+                wrt,
+            });
         }
         if kinds.get(&logits) != Some(&Kind::Path) {
             return Err(GradError::Graph(format!(
@@ -271,11 +281,10 @@ impl<T: Elem> Engine<T> {
             _ => return Err(GradError::Graph("the logits are not a floating-point tensor".into())),
         };
         let classes = logits.len() / batch.max(1);
-        let logits = logits
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((batch, classes))
-            .map_err(|_| GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape())))?;
+        let logits =
+            logits.as_standard_layout().into_owned().into_shape_with_order((batch, classes)).map_err(|_| {
+                GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape()))
+            })?;
         Ok(Tape { values, logits })
     }
 

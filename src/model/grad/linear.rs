@@ -36,7 +36,11 @@ impl<T: Elem> Op<T> for Gemm {
         if let Some(c) = inputs.get(2).copied().flatten() {
             let c = c.float()?;
             match c.broadcast(IxDyn(&[a.nrows(), b.ncols()])) {
-                Some(cb) => y.assign(&cb.into_dimensionality::<Ix2>().map_err(|e| super::OpError(e.to_string()))?.mapv(|v| v * T::of(self.beta))),
+                Some(cb) => y.assign(
+                    &cb.into_dimensionality::<Ix2>()
+                        .map_err(|e| super::OpError(e.to_string()))?
+                        .mapv(|v| v * T::of(self.beta)),
+                ),
                 None => op_bail!("Gemm: C of shape {:?} does not broadcast to {:?}", c.shape(), y.dim()),
             }
         }
@@ -169,7 +173,9 @@ impl<T: Elem> Op<T> for MatMul {
         let p = plan(a.shape(), b.shape())?;
         let nb: usize = p.batch.iter().product();
         let g = ctx.dout.as_standard_layout().into_owned();
-        let g = reshape(g, &[nb, p.m, p.n])?.into_dimensionality::<ndarray::Ix3>().map_err(|e| super::OpError(e.to_string()))?;
+        let g = reshape(g, &[nb, p.m, p.n])?
+            .into_dimensionality::<ndarray::Ix3>()
+            .map_err(|e| super::OpError(e.to_string()))?;
         let ab = batched(a, &p.a, &p.batch, p.m, p.k)?;
         let bb = batched(b, &p.b, &p.batch, p.k, p.n)?;
         let unbatch = |d: Array3<T>, promoted: &[usize], r: usize, c: usize, orig: &[usize]| -> OpResult<ArrayD<T>> {
@@ -206,7 +212,12 @@ mod tests {
             let b = if tb == 1 { vec![5, 4] } else { vec![4, 5] };
             let n = node(
                 "Gemm",
-                &[("transA", Attr::Int(ta)), ("transB", Attr::Int(tb)), ("alpha", Attr::Float(0.7)), ("beta", Attr::Float(1.3))],
+                &[
+                    ("transA", Attr::Int(ta)),
+                    ("transB", Attr::Int(tb)),
+                    ("alpha", Attr::Float(0.7)),
+                    ("beta", Attr::Float(1.3)),
+                ],
             );
             check_rule(&n, 13, vec![f(&a, 1), f(&b, 2), f(&[5], 3)], &[true, true, true]);
             check_rule(&n, 13, vec![f(&a, 4), f(&b, 5), f(&[3, 5], 6)], &[true, true, true]);

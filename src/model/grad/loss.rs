@@ -140,7 +140,11 @@ mod tests {
                         let fp: f64 = loss_and_dlogits(zp.view(), &classes, loss).unwrap().0.iter().sum();
                         let fm: f64 = loss_and_dlogits(zm.view(), &classes, loss).unwrap().0.iter().sum();
                         let fd = (fp - fm) / (2.0 * h);
-                        assert!((fd - d[[b, k]]).abs() < 1e-7, "{kind:?} targeted={targeted} [{b},{k}]: fd {fd} vs {}", d[[b, k]]);
+                        assert!(
+                            (fd - d[[b, k]]).abs() < 1e-7,
+                            "{kind:?} targeted={targeted} [{b},{k}]: fd {fd} vs {}",
+                            d[[b, k]]
+                        );
                     }
                 }
             }

@@ -170,8 +170,7 @@ pub fn registry<T: Elem>() -> Vec<OpEntry<T>> {
 
 /// Op types with a backward rule, sorted, for error messages and `inspect`.
 pub fn differentiable_ops() -> Vec<&'static str> {
-    let mut names: Vec<_> =
-        registry::<f32>().into_iter().filter(|e| e.differentiable).map(|e| e.name).collect();
+    let mut names: Vec<_> = registry::<f32>().into_iter().filter(|e| e.differentiable).map(|e| e.name).collect();
     names.sort_unstable();
     names
 }

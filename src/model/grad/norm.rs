@@ -127,7 +127,8 @@ impl<T: Elem> Op<T> for InstanceNorm {
         let x = finput(inputs, 0)?;
         let (c, size, scale, bias) = Self::layout(x, inputs)?;
         let (xhat, _) = normalize(&contiguous(x), size.max(1), self.eps);
-        let y: Vec<T> = xhat.iter().enumerate().map(|(i, &h)| scale[(i / size) % c] * h + bias[(i / size) % c]).collect();
+        let y: Vec<T> =
+            xhat.iter().enumerate().map(|(i, &h)| scale[(i / size) % c] * h + bias[(i / size) % c]).collect();
         Ok(vec![Value::F(ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| super::OpError(e.to_string()))?)])
     }
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
@@ -217,8 +218,8 @@ pub fn build_layer_norm<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{check_rule, f, floats, node, uniform};
     use super::super::Value;
+    use super::super::testutil::{check_rule, f, floats, node, uniform};
     use crate::model::graph::Attr;
 
     #[test]
@@ -243,12 +244,22 @@ mod tests {
 
     #[test]
     fn instance_norm_gradient_includes_statistics_terms() {
-        check_rule(&node("InstanceNormalization", &[]), 13, vec![f(&[2, 3, 2, 3], 1), f(&[3], 2), f(&[3], 3)], &[true, true, true]);
+        check_rule(
+            &node("InstanceNormalization", &[]),
+            13,
+            vec![f(&[2, 3, 2, 3], 1), f(&[3], 2), f(&[3], 3)],
+            &[true, true, true],
+        );
     }
 
     #[test]
     fn layer_norm_over_last_and_last_two_axes() {
-        check_rule(&node("LayerNormalization", &[]), 17, vec![f(&[2, 3, 4], 1), f(&[4], 2), f(&[4], 3)], &[true, true, true]);
+        check_rule(
+            &node("LayerNormalization", &[]),
+            17,
+            vec![f(&[2, 3, 4], 1), f(&[4], 2), f(&[4], 3)],
+            &[true, true, true],
+        );
         check_rule(
             &node("LayerNormalization", &[("axis", Attr::Int(-2))]),
             17,

@@ -1,7 +1,586 @@
-//! (being written)
-use super::{BuildCtx, Elem, Op, OpResult, op_bail};
+//! Pooling: MaxPool, AveragePool (opsets 1–22) and their global forms.
+//!
+//! The window geometry (auto_pad, pads, strides, dilations, ceil_mode) is the
+//! one `conv.rs` resolves for Conv, so the ops agree on output sizes. MaxPool
+//! routes the gradient to the first maximum of each window, recomputed from
+//! the saved input; AveragePool spreads it over the counted positions with
+//! the onnxruntime/PyTorch divisor rule. LpPool and MaxRoiPool are not here.
+
+use super::conv::{Geom, Win, Window, array, attr_flag, checked_len, contiguous};
+use super::value::finput;
+use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
-pub fn build_max_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_average_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_global_average_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
-pub fn build_global_max_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> { op_bail!("not implemented yet") }
+use ndarray::ArrayD;
+
+/// Checks a pooling input ([N, C, spatial...] with 1 to 3 spatial axes) and
+/// resolves its window.
+fn pool_geometry(win: &Window, shape: &[usize]) -> OpResult<Geom> {
+    if !(3..=5).contains(&shape.len()) {
+        op_bail!("pooling supports 1-D to 3-D inputs (rank 3 to 5), got shape {shape:?}");
+    }
+    let Some(kernel) = &win.kernel else { op_bail!("attribute 'kernel_shape' is required") };
+    let g = win.geometry(&shape[2..], kernel)?;
+    checked_len(&out_shape(shape, &g))?;
+    Ok(g)
+}
+
+fn out_shape(input: &[usize], g: &Geom) -> Vec<usize> {
+    let mut s = input[..2].to_vec();
+    s.extend_from_slice(g.out_dims());
+    s
+}
+
+/// Per-axis window tables of one geometry.
+fn windows(g: &Geom) -> [Vec<Win>; 3] {
+    [g.windows(0), g.windows(1), g.windows(2)]
+}
+
+/// One output position's window: a product of per-axis ranges.
+#[derive(Clone, Copy)]
+struct Cell<'a> {
+    d: &'a Win,
+    h: &'a Win,
+    w: &'a Win,
+}
+
+impl Cell<'_> {
+    /// Calls `f(i)` with the plane-relative input index of every window
+    /// position inside the input, in window scan order (depth, height, width).
+    #[inline]
+    fn each(&self, g: &Geom, mut f: impl FnMut(usize)) {
+        let [_, in_h, in_w] = g.input;
+        let [dd, dh, dw] = g.dil;
+        for jd in self.d.lo..self.d.hi {
+            let id = (self.d.start + (jd * dd) as isize) as usize;
+            for jh in self.h.lo..self.h.hi {
+                let ih = (self.h.start + (jh * dh) as isize) as usize;
+                let row = (id * in_h + ih) * in_w;
+                let w0 = (self.w.start + (self.w.lo * dw) as isize) as usize;
+                for k in 0..self.w.hi - self.w.lo {
+                    f(row + w0 + k * dw);
+                }
+            }
+        }
+    }
+
+    /// Positions counted by AveragePool's divisor (see [`AveragePool::inv_divisors`]).
+    fn count(&self, include_pad: bool) -> usize {
+        if include_pad {
+            self.d.padded * self.h.padded * self.w.padded
+        } else {
+            (self.d.hi - self.d.lo) * (self.h.hi - self.h.lo) * (self.w.hi - self.w.lo)
+        }
+    }
+}
+
+/// Calls `f` with the window of every output position of a plane, row-major.
+#[inline]
+fn for_each_cell(w: &[Vec<Win>; 3], mut f: impl FnMut(Cell<'_>)) {
+    for d in &w[0] {
+        for h in &w[1] {
+            for w in &w[2] {
+                f(Cell { d, h, w });
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MaxPool.
+
+struct MaxPool {
+    win: Window,
+    /// The node asks for its second output (Indices).
+    indices: bool,
+    /// storage_order = 1: Indices count the spatial axes column-major.
+    col_major: bool,
+}
+
+pub fn build_max_pool<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    let win = Window::parse(n)?;
+    if win.kernel.is_none() {
+        op_bail!("attribute 'kernel_shape' is required");
+    }
+    let indices = n.outputs.get(1).is_some_and(|o| !o.is_empty());
+    let col_major = attr_flag(n, "storage_order")?;
+    Ok(Box::new(MaxPool { win, indices, col_major }))
+}
+
+/// For every output element, the flat index into `x` of its window's first
+/// maximum in scan order, or `None` for a window that covers only padding.
+/// Padding never wins (it acts as −∞). As in PyTorch, a NaN wins over any
+/// number, so NaNs propagate.
+fn argmax<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usize>> {
+    let w = windows(g);
+    let in_len = g.in_len();
+    let mut out = Vec::with_capacity(planes * g.out_len());
+    for plane in 0..planes {
+        let base = plane * in_len;
+        let xp = &x[base..base + in_len];
+        for_each_cell(&w, |cell| {
+            let mut best: Option<(usize, T)> = None;
+            cell.each(g, |i| {
+                let v = xp[i];
+                match best {
+                    Some((_, b)) if !(v > b || v.is_nan()) => {}
+                    _ => best = Some((i, v)),
+                }
+            });
+            out.push(best.map(|(i, _)| base + i));
+        });
+    }
+    out
+}
+
+impl<T: Elem> Op<T> for MaxPool {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let x = finput(inputs, 0)?;
+        let g = pool_geometry(&self.win, x.shape())?;
+        let xs = contiguous(x);
+        let planes = x.shape()[0] * x.shape()[1];
+        let arg = argmax(&xs, planes, &g);
+        // A window entirely in padding has no maximum; onnxruntime starts its
+        // scan at the lowest finite value, which is what it then outputs.
+        let y: Vec<T> = arg.iter().map(|a| a.map_or(T::min_value(), |i| xs[i])).collect();
+        let shape = out_shape(x.shape(), &g);
+        let mut outs = vec![Value::F(array(&shape, y)?)];
+        if self.indices {
+            // ONNX Indices: the flat index into the whole input tensor;
+            // storage_order 1 flattens the spatial axes column-major.
+            let (in_len, [_, in_h, in_w]) = (g.in_len(), g.input);
+            let idx = arg
+                .iter()
+                .map(|a| {
+                    let Some(i) = *a else { return -1 };
+                    let i = if self.col_major {
+                        let (plane, r) = (i / in_len, i % in_len);
+                        let (d, h, w) = (r / (in_h * in_w), r / in_w % in_h, r % in_w);
+                        plane * in_len + d * in_h * in_w + w * in_h + h
+                    } else {
+                        i
+                    };
+                    i as i64
+                })
+                .collect();
+            outs.push(Value::I(array(&shape, idx)?));
+        }
+        Ok(outs)
+    }
+
+    /// y[o] = x[a(o)] with a(o) the window's first argmax, so
+    /// ∂L/∂x[i] = Σ_{o : a(o) = i} dY[o] (piecewise: exact away from ties).
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; ctx.inputs.len()];
+        if !ctx.wrt.first().copied().unwrap_or(false) {
+            return Ok(grads);
+        }
+        let x = finput(ctx.inputs, 0)?;
+        let g = pool_geometry(&self.win, x.shape())?;
+        let planes = x.shape()[0] * x.shape()[1];
+        check_dout(ctx.dout, &out_shape(x.shape(), &g))?;
+        let xs = contiguous(x);
+        let dy = contiguous(ctx.dout);
+        let mut dx = vec![T::zero(); xs.len()];
+        for (a, &d) in argmax(&xs, planes, &g).iter().zip(dy.iter()) {
+            if let Some(i) = *a {
+                dx[i] += d;
+            }
+        }
+        grads[0] = Some(array(x.shape(), dx)?);
+        Ok(grads)
+    }
+}
+
+fn check_dout<T>(dout: &ArrayD<T>, shape: &[usize]) -> OpResult<()> {
+    if dout.shape() != shape {
+        op_bail!("output gradient shape {:?} differs from the output shape {shape:?}", dout.shape());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// AveragePool.
+
+struct AveragePool {
+    win: Window,
+    count_include_pad: bool,
+}
+
+pub fn build_average_pool<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    let win = Window::parse(n)?;
+    if win.kernel.is_none() {
+        op_bail!("attribute 'kernel_shape' is required");
+    }
+    let count_include_pad = attr_flag(n, "count_include_pad")?;
+    Ok(Box::new(AveragePool { win, count_include_pad }))
+}
+
+impl AveragePool {
+    /// 1/divisor for every output position of a plane (row-major), by the
+    /// onnxruntime/PyTorch rule: the window is first clipped to the padded
+    /// extent [−pad_begin, in + pad_end) (this only bites in ceil mode);
+    /// count_include_pad = 1 divides by the positions left, 0 by those of
+    /// them inside the input. A window with nothing to count (possible only
+    /// when pads reach past a whole window) outputs 0 and passes no gradient.
+    fn inv_divisors<T: Elem>(&self, w: &[Vec<Win>; 3]) -> Vec<T> {
+        let mut out = Vec::with_capacity(w.iter().map(Vec::len).product());
+        for_each_cell(w, |cell| {
+            let d = cell.count(self.count_include_pad);
+            out.push(if d == 0 { T::zero() } else { T::one() / T::of(d as f64) });
+        });
+        out
+    }
+}
+
+impl<T: Elem> Op<T> for AveragePool {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let x = finput(inputs, 0)?;
+        let g = pool_geometry(&self.win, x.shape())?;
+        let w = windows(&g);
+        let inv: Vec<T> = self.inv_divisors(&w);
+        let xs = contiguous(x);
+        let mut y = Vec::with_capacity(x.shape()[0] * x.shape()[1] * g.out_len());
+        for xp in xs.chunks_exact(g.in_len()) {
+            let mut k = 0;
+            for_each_cell(&w, |cell| {
+                let mut s = T::zero();
+                cell.each(&g, |i| s += xp[i]);
+                y.push(s * inv[k]);
+                k += 1;
+            });
+        }
+        Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)])
+    }
+
+    /// y[o] = (1/d(o))·Σ_{i ∈ window(o) ∩ input} x[i], linear in x, so
+    /// ∂L/∂x[i] = Σ_{o : i ∈ window(o)} dY[o]/d(o).
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; ctx.inputs.len()];
+        if !ctx.wrt.first().copied().unwrap_or(false) {
+            return Ok(grads);
+        }
+        let x = finput(ctx.inputs, 0)?;
+        let g = pool_geometry(&self.win, x.shape())?;
+        check_dout(ctx.dout, &out_shape(x.shape(), &g))?;
+        let w = windows(&g);
+        let inv: Vec<T> = self.inv_divisors(&w);
+        let dy = contiguous(ctx.dout);
+        let mut dx = vec![T::zero(); x.len()];
+        for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
+            let mut k = 0;
+            for_each_cell(&w, |cell| {
+                let share = dyp[k] * inv[k];
+                cell.each(&g, |i| dxp[i] += share);
+                k += 1;
+            });
+        }
+        grads[0] = Some(array(x.shape(), dx)?);
+        Ok(grads)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GlobalAveragePool, GlobalMaxPool.
+
+/// Reduces every (n, c) plane of an [N, C, spatial...] input to one value.
+struct GlobalPool {
+    max: bool,
+}
+
+pub fn build_global_average_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(GlobalPool { max: false }))
+}
+
+pub fn build_global_max_pool<T: Elem>(_n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
+    Ok(Box::new(GlobalPool { max: true }))
+}
+
+impl GlobalPool {
+    /// (planes, plane length, output shape [N, C, 1, …]).
+    fn dims(shape: &[usize]) -> OpResult<(usize, usize, Vec<usize>)> {
+        if shape.len() < 3 {
+            op_bail!("global pooling needs an input [N, C, spatial...], got shape {shape:?}");
+        }
+        let spatial: usize = shape[2..].iter().product();
+        if spatial == 0 {
+            op_bail!("global pooling over an empty spatial extent (shape {shape:?})");
+        }
+        let mut out = shape.to_vec();
+        out[2..].fill(1);
+        Ok((shape[0] * shape[1], spatial, out))
+    }
+}
+
+/// Index of the first maximum of a non-empty slice (NaN wins, as in MaxPool).
+fn first_argmax<T: Elem>(v: &[T]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate().skip(1) {
+        if x > v[best] || x.is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+impl<T: Elem> Op<T> for GlobalPool {
+    fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
+        let x = finput(inputs, 0)?;
+        let (_, s, shape) = Self::dims(x.shape())?;
+        let xs = contiguous(x);
+        let inv = T::one() / T::of(s as f64);
+        let y = xs
+            .chunks_exact(s)
+            .map(|p| if self.max { p[first_argmax(p)] } else { p.iter().copied().sum::<T>() * inv })
+            .collect();
+        Ok(vec![Value::F(array(&shape, y)?)])
+    }
+
+    /// Average: y = (1/S)·Σ x over the plane, so ∂L/∂x[i] = dY/S everywhere.
+    /// Max: y = x[a] with a the plane's first argmax, so ∂L/∂x[a] = dY, 0 elsewhere.
+    fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
+        let mut grads: Vec<Option<ArrayD<T>>> = vec![None; ctx.inputs.len()];
+        if !ctx.wrt.first().copied().unwrap_or(false) {
+            return Ok(grads);
+        }
+        let x = finput(ctx.inputs, 0)?;
+        let (_, s, shape) = Self::dims(x.shape())?;
+        check_dout(ctx.dout, &shape)?;
+        let xs = contiguous(x);
+        let dy = contiguous(ctx.dout);
+        let mut dx = vec![T::zero(); xs.len()];
+        let inv = T::one() / T::of(s as f64);
+        for ((dxp, xp), &d) in dx.chunks_exact_mut(s).zip(xs.chunks_exact(s)).zip(dy.iter()) {
+            if self.max {
+                dxp[first_argmax(xp)] = d;
+            } else {
+                dxp.fill(d * inv);
+            }
+        }
+        grads[0] = Some(array(x.shape(), dx)?);
+        Ok(grads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{check_rule, f, floats, node, run_forward};
+    use super::*;
+    use crate::model::graph::Attr;
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    fn check(op: &str, attrs: &[(&str, Attr)], x: &[usize]) -> ArrayD<f64> {
+        check_rule(&node(op, attrs), 13, vec![f(x, 1)], &[true])
+    }
+
+    fn values(op: &str, attrs: &[(&str, Attr)], shape: &[usize], x: &[f64]) -> (Vec<usize>, Vec<f64>) {
+        let y = run_forward(&node(op, attrs), 19, &[floats(shape, x)]).remove(0);
+        let y = y.float().unwrap();
+        (y.shape().to_vec(), y.iter().copied().collect())
+    }
+
+    fn one_to(n: usize) -> Vec<f64> {
+        (1..=n).map(|v| v as f64).collect()
+    }
+
+    #[test]
+    fn max_pool_pads_strides() {
+        let a = [("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))];
+        assert_eq!(check("MaxPool", &a, &[2, 2, 5, 5]).shape(), &[2, 2, 3, 3]);
+        let asym = [("kernel_shape", ints(&[2, 3])), ("pads", ints(&[0, 2, 1, 0]))];
+        assert_eq!(check("MaxPool", &asym, &[1, 2, 4, 4]).shape(), &[1, 2, 4, 4]);
+    }
+
+    #[test]
+    fn max_pool_dilations() {
+        let a = [("kernel_shape", ints(&[2, 2])), ("dilations", ints(&[2, 2])), ("pads", ints(&[1, 0, 1, 0]))];
+        assert_eq!(check("MaxPool", &a, &[1, 2, 5, 5]).shape(), &[1, 2, 5, 3]);
+    }
+
+    #[test]
+    fn max_pool_ceil_mode() {
+        // in 6, k 3, stride 2: floor gives ⌊3/2⌋+1 = 2, ceil ⌈3/2⌉+1 = 3.
+        let a = |ceil| [("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("ceil_mode", Attr::Int(ceil))];
+        assert_eq!(check("MaxPool", &a(0), &[1, 2, 6, 6]).shape(), &[1, 2, 2, 2]);
+        assert_eq!(check("MaxPool", &a(1), &[1, 2, 6, 6]).shape(), &[1, 2, 3, 3]);
+    }
+
+    #[test]
+    fn ceil_mode_drops_a_window_starting_in_the_right_padding() {
+        // in 5, k 3, stride 3, pads 1+1: ⌈(7−3)/3⌉+1 = 3, but window 2 would
+        // start at 2·3 − 1 = 5 = in, inside the right padding: 2 outputs.
+        let w = Window::parse(&node(
+            "MaxPool",
+            &[
+                ("kernel_shape", ints(&[3])),
+                ("strides", ints(&[3])),
+                ("pads", ints(&[1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(w.geometry(&[5], &[3]).unwrap().out_dims(), &[2]);
+        assert_eq!(w.geometry(&[6], &[3]).unwrap().out_dims(), &[3]);
+    }
+
+    #[test]
+    fn max_pool_1d_and_3d() {
+        let a = [
+            ("kernel_shape", ints(&[3])),
+            ("strides", ints(&[2])),
+            ("pads", ints(&[1, 0])),
+            ("ceil_mode", Attr::Int(1)),
+        ];
+        assert_eq!(check("MaxPool", &a, &[2, 3, 8]).shape(), &[2, 3, 4]);
+        let a3 = [("kernel_shape", ints(&[2, 2, 2])), ("strides", ints(&[1, 2, 2]))];
+        assert_eq!(check("MaxPool", &a3, &[1, 2, 3, 4, 4]).shape(), &[1, 2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn max_pool_auto_pad() {
+        for mode in ["SAME_UPPER", "SAME_LOWER"] {
+            let a = [("kernel_shape", ints(&[2, 3])), ("strides", ints(&[2, 2])), ("auto_pad", Attr::Str(mode.into()))];
+            assert_eq!(check("MaxPool", &a, &[1, 2, 5, 4]).shape(), &[1, 2, 3, 2]);
+        }
+    }
+
+    #[test]
+    fn max_pool_forward_indices_and_padding() {
+        // 1×1×3×3 input 1..9 negated, so padding (−∞) would win if it counted.
+        let x: Vec<f64> = one_to(9).iter().map(|v| -v).collect();
+        let a = [("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 0, 0]))];
+        assert_eq!(values("MaxPool", &a, &[1, 1, 3, 3], &x), (vec![1, 1, 2, 2], vec![-1.0, -2.0, -4.0, -5.0]));
+
+        let mut n = node("MaxPool", &[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
+        n.outputs = vec!["y".into(), "i".into()];
+        let x =
+            floats(&[1, 2, 2, 4], &[0.0, 5.0, 1.0, 0.0, 3.0, 0.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 8.0]);
+        let out = run_forward(&n, 12, std::slice::from_ref(&x));
+        assert_eq!(out[1], Value::I(ArrayD::from_shape_vec(vec![1, 2, 1, 2], vec![1, 7, 12, 15]).unwrap()));
+        n = n.with("storage_order", Attr::Int(1));
+        let out = run_forward(&n, 12, &[x]);
+        // Column-major within the plane: (h, w) ↦ h + 2·w, plus the plane offset 8.
+        assert_eq!(out[1], Value::I(ArrayD::from_shape_vec(vec![1, 2, 1, 2], vec![2, 7, 9, 15]).unwrap()));
+    }
+
+    #[test]
+    fn max_pool_ties_go_to_the_first_maximum() {
+        let n = node("MaxPool", &[("kernel_shape", ints(&[2, 2]))]);
+        let op = build_max_pool::<f64>(&n, &BuildCtx { opset: 13 }).unwrap();
+        let x = floats(&[1, 1, 2, 2], &[1.0, 3.0, 3.0, 3.0]).unwrap();
+        let y = op.forward(&[Some(&x)]).unwrap().remove(0);
+        let dout = ArrayD::from_elem(vec![1, 1, 1, 1], 2.0);
+        let g = op.backward(&Backward { inputs: &[Some(&x)], output: &y, dout: &dout, wrt: &[true] }).unwrap();
+        assert_eq!(g[0].as_ref().unwrap().iter().copied().collect::<Vec<_>>(), vec![0.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn average_pool_count_include_pad() {
+        for cip in [0, 1] {
+            let a = [
+                ("kernel_shape", ints(&[3, 2])),
+                ("strides", ints(&[2, 1])),
+                ("pads", ints(&[1, 0, 2, 1])),
+                ("count_include_pad", Attr::Int(cip)),
+            ];
+            assert_eq!(check("AveragePool", &a, &[2, 2, 5, 4]).shape(), &[2, 2, 3, 4]);
+        }
+    }
+
+    #[test]
+    fn average_pool_ceil_mode_and_dilations() {
+        for cip in [0, 1] {
+            let a = [
+                ("kernel_shape", ints(&[3, 3])),
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&[1, 1, 1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+                ("count_include_pad", Attr::Int(cip)),
+            ];
+            assert_eq!(check("AveragePool", &a, &[1, 2, 6, 5]).shape(), &[1, 2, 4, 3]);
+            let d = [
+                ("kernel_shape", ints(&[2])),
+                ("dilations", ints(&[2])),
+                ("pads", ints(&[1, 1])),
+                ("count_include_pad", Attr::Int(cip)),
+            ];
+            assert_eq!(check("AveragePool", &d, &[1, 2, 6]).shape(), &[1, 2, 6]);
+        }
+        let same =
+            [("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("auto_pad", Attr::Str("SAME_LOWER".into()))];
+        assert_eq!(check("AveragePool", &same, &[1, 1, 5, 4]).shape(), &[1, 1, 3, 2]);
+    }
+
+    #[test]
+    fn average_pool_divisors_hand_computed() {
+        // Ones 3×3, kernel 2, stride 2, pads 1: windows cover 1, 2, 2 and 4
+        // input positions, always 4 padded ones.
+        let a = |cip| {
+            [
+                ("kernel_shape", ints(&[2, 2])),
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&[1, 1, 1, 1])),
+                ("count_include_pad", Attr::Int(cip)),
+            ]
+        };
+        assert_eq!(values("AveragePool", &a(1), &[1, 1, 3, 3], &[1.0; 9]).1, vec![0.25, 0.5, 0.5, 1.0]);
+        assert_eq!(values("AveragePool", &a(0), &[1, 1, 3, 3], &[1.0; 9]).1, vec![1.0; 4]);
+
+        // 1..6, k 3, stride 2, pad 1, ceil: 4 windows; the last, [5, 8), is
+        // clipped to the padded extent [−1, 7) = {5, 6}: with padding counted
+        // the divisor is 2 (6/2 = 3, as PyTorch), without it 1.
+        let c = |cip| {
+            [
+                ("kernel_shape", ints(&[3])),
+                ("strides", ints(&[2])),
+                ("pads", ints(&[1, 1])),
+                ("ceil_mode", Attr::Int(1)),
+                ("count_include_pad", Attr::Int(cip)),
+            ]
+        };
+        assert_eq!(values("AveragePool", &c(1), &[1, 1, 6], &one_to(6)).1, vec![1.0, 3.0, 5.0, 3.0]);
+        assert_eq!(values("AveragePool", &c(0), &[1, 1, 6], &one_to(6)).1, vec![1.5, 3.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn global_pools() {
+        assert_eq!(check("GlobalAveragePool", &[], &[2, 3, 4, 5]).shape(), &[2, 3, 1, 1]);
+        assert_eq!(check("GlobalMaxPool", &[], &[2, 3, 4, 5]).shape(), &[2, 3, 1, 1]);
+        assert_eq!(check("GlobalAveragePool", &[], &[1, 2, 5]).shape(), &[1, 2, 1]);
+        assert_eq!(values("GlobalAveragePool", &[], &[1, 2, 2, 2], &one_to(8)).1, vec![2.5, 6.5]);
+        assert_eq!(values("GlobalMaxPool", &[], &[1, 2, 1, 3], &[3.0, 1.0, 2.0, -1.0, -3.0, -2.0]).1, vec![3.0, -1.0]);
+    }
+
+    #[test]
+    fn bad_attributes_are_errors() {
+        let ctx = BuildCtx { opset: 13 };
+        assert!(build_max_pool::<f64>(&node("MaxPool", &[]), &ctx).is_err());
+        assert!(
+            build_max_pool::<f64>(
+                &node("MaxPool", &[("kernel_shape", ints(&[2, 2])), ("pads", ints(&[1, 1, 1]))]),
+                &ctx
+            )
+            .is_err()
+        );
+        assert!(
+            build_average_pool::<f64>(
+                &node("AveragePool", &[("kernel_shape", ints(&[2])), ("count_include_pad", Attr::Int(2))]),
+                &ctx
+            )
+            .is_err()
+        );
+        let op = build_max_pool::<f64>(
+            &node("MaxPool", &[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[1, 1]))]),
+            &ctx,
+        )
+        .unwrap();
+        let x = f(&[1, 1, 5], 1);
+        assert!(op.forward(&[x.as_ref()]).is_err(), "2-D kernel on a 1-D input");
+        let x = f(&[1, 1, 1, 5], 1);
+        assert!(op.forward(&[x.as_ref()]).unwrap_err().0.contains("larger than"));
+        let g = build_global_max_pool::<f64>(&node("GlobalMaxPool", &[]), &ctx).unwrap();
+        assert!(g.forward(&[f(&[2, 3], 1).as_ref()]).is_err());
+    }
+}

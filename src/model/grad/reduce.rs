@@ -61,7 +61,11 @@ impl<T: Elem> Op<T> for Reduce {
         let axes = self.axes(ctx.inputs, x.ndim())?;
         let kept: Vec<usize> = (0..x.ndim()).map(|i| if axes.contains(&i) { 1 } else { x.shape()[i] }).collect();
         let g = reshape(ctx.dout.clone(), &kept)?;
-        let scale = if self.mean { T::of(axes.iter().map(|&a| x.shape()[a]).product::<usize>() as f64).recip() } else { T::one() };
+        let scale = if self.mean {
+            T::of(axes.iter().map(|&a| x.shape()[a]).product::<usize>() as f64).recip()
+        } else {
+            T::one()
+        };
         let dx = match g.broadcast(IxDyn(x.shape())) {
             Some(b) => b.mapv(|v| v * scale),
             None => super::op_bail!("cannot broadcast the gradient back to {:?}", x.shape()),
@@ -74,7 +78,8 @@ impl<T: Elem> Op<T> for Reduce {
 
 fn build<T: Elem>(n: &Node, ctx: &BuildCtx, mean: bool) -> OpResult<Box<dyn Op<T>>> {
     let axes_as_input_from = if mean { 18 } else { 13 };
-    let attr_axes = (ctx.opset < axes_as_input_from).then(|| n.attr_ints("axes").map(<[i64]>::to_vec).unwrap_or_default());
+    let attr_axes =
+        (ctx.opset < axes_as_input_from).then(|| n.attr_ints("axes").map(<[i64]>::to_vec).unwrap_or_default());
     Ok(Box::new(Reduce {
         mean,
         attr_axes,
@@ -103,7 +108,12 @@ mod tests {
                 let attrs = [("axes", Attr::Ints(vec![2, -1])), ("keepdims", Attr::Int(keep))];
                 let y = check_rule(&node(op, &attrs), 11, vec![f(&[2, 3, 4, 5], 1)], &[true]);
                 assert_eq!(y.shape(), if keep == 1 { &[2, 3, 1, 1][..] } else { &[2, 3][..] });
-                let y = check_rule(&node(op, &[("keepdims", Attr::Int(keep))]), 18, vec![f(&[2, 3, 4, 5], 2), ints(&[2, 3])], &[true]);
+                let y = check_rule(
+                    &node(op, &[("keepdims", Attr::Int(keep))]),
+                    18,
+                    vec![f(&[2, 3, 4, 5], 2), ints(&[2, 3])],
+                    &[true],
+                );
                 assert_eq!(y.shape(), if keep == 1 { &[2, 3, 1, 1][..] } else { &[2, 3][..] });
             }
             // No axes: reduce everything.
