@@ -11,6 +11,9 @@ use std::path::PathBuf;
     about = "Measure how easily an ONNX diagnostic imaging model's predictions flip under adversarial perturbations."
 )]
 pub struct Cli {
+    /// Worker threads for inference and attacks (default: all cores).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -9,6 +9,10 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(threads) = cli.threads {
+        // One rayon pool for the whole run: every worker holds its own tract state.
+        rayon::ThreadPoolBuilder::new().num_threads(threads.into()).build_global()?;
+    }
     match cli.command {
         Command::Inspect { model, json } => {
             let report = inspect(&model)?;

@@ -194,6 +194,13 @@ pub fn tensor_data(t: &pb::TensorProto, model_path: Option<&Path>) -> Result<Ten
         let c = loaded.cast_to::<i64>().map_err(|e| format!("tensor '{}': {e}", t.name))?;
         Elements::Int(c.to_plain_array_view::<i64>().map_err(|e| e.to_string())?.iter().copied().collect())
     };
+    let len = match &data {
+        Elements::Float(v) => v.len(),
+        Elements::Int(v) => v.len(),
+    };
+    if len != shape.iter().product::<usize>() {
+        return Err(format!("tensor '{}' has {len} values for shape {shape:?}", t.name));
+    }
     Ok(TensorData { shape, data })
 }
 

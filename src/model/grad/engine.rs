@@ -73,9 +73,11 @@ fn to_value<T: Elem>(t: &TensorData) -> Value<T> {
     match &t.data {
         Elements::Float(v) => Value::F(
             ArrayD::from_shape_vec(shape, v.iter().map(|&x| T::of(x)).collect())
-                .expect("tensor size checked by loader"),
+                .expect("graph::tensor_data checks the length"),
         ),
-        Elements::Int(v) => Value::I(ArrayD::from_shape_vec(shape, v.clone()).expect("tensor size checked by loader")),
+        Elements::Int(v) => {
+            Value::I(ArrayD::from_shape_vec(shape, v.clone()).expect("graph::tensor_data checks the length"))
+        }
     }
 }
 
