@@ -52,7 +52,8 @@ fn setup(case: &str) -> Setup {
     shape.extend(model.sample_shape());
     // A smooth deterministic pattern in [0, 1]: no data files needed.
     let n: usize = shape.iter().product();
-    let images = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|i| ((i as f32 * 0.37).sin() + 1.0) / 2.0).collect()).unwrap();
+    let images =
+        ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|i| ((i as f32 * 0.37).sin() + 1.0) / 2.0).collect()).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     Setup { model, images, batch, pool }
 }

@@ -42,4 +42,36 @@ pub enum Error {
     Grad(#[from] GradError),
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Attack(#[from] AttackError),
+}
+
+/// An attack that cannot run as asked, or whose result breaks its budget.
+/// `sample` is the index within the batch the attack was given; the caller
+/// maps it back to the sample's id.
+#[derive(Debug, thiserror::Error)]
+pub enum AttackError {
+    #[error("unknown attack '{name}'; known attacks: {known}")]
+    Unknown { name: String, known: String },
+    #[error("invalid attack budget: {0}")]
+    Budget(String),
+    #[error("{attack}: {reason}")]
+    Batch { attack: &'static str, reason: String },
+    #[error(
+        "{attack}: sample {sample} of the batch: input pixel {pixel} is {value}, outside the valid range \
+         [{lo}, {hi}] the attack must keep images in"
+    )]
+    InputRange { attack: &'static str, sample: usize, pixel: usize, value: f32, lo: f32, hi: f32 },
+    #[error(
+        "{attack}: sample {sample} of the batch left its {norm} ε-ball: distance {distance:e} > ε = {eps:e} \
+         (tolerance {tolerance:e})"
+    )]
+    OutsideBall { attack: &'static str, sample: usize, norm: &'static str, distance: f64, eps: f32, tolerance: f64 },
+    #[error("{attack}: sample {sample} of the batch: adversarial pixel {pixel} = {value} is outside [{lo}, {hi}]")]
+    OutsideRange { attack: &'static str, sample: usize, pixel: usize, value: f32, lo: f32, hi: f32 },
+    #[error(
+        "{attack}: sample {sample} of the batch: adversarial pixel {pixel} is {value}; the model's logits or \
+         gradient were not finite"
+    )]
+    NotFinite { attack: &'static str, sample: usize, pixel: usize, value: f32 },
 }

@@ -5,6 +5,7 @@
 //! with tract, exact input gradients of our own) → attack → evaluate →
 //! report → gate.
 
+pub mod attack;
 pub mod error;
 pub mod inspect;
 pub mod model;

@@ -74,14 +74,19 @@ fn gradients_match_pytorch_autograd() {
     for (file, r) in references() {
         let model_path = common::repo().join(r["model"].as_str().unwrap());
         let model = Classifier::load(&model_path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(model.sha256(), r["model_sha256"].as_str().unwrap(), "{file} is stale: rerun models/make_grad_reference.py");
+        assert_eq!(
+            model.sha256(),
+            r["model_sha256"].as_str().unwrap(),
+            "{file} is stale: rerun models/make_grad_reference.py"
+        );
         assert_eq!(model.softmax_stripped(), r["softmax_stripped"].as_bool().unwrap(), "{file}");
         let engine64 = Engine::<f64>::new(model.graph()).unwrap();
         let mut session = model.session().unwrap();
         let (mut worst32, mut worst64) = (0f64, 0f64);
         for case in r["cases"].as_array().unwrap() {
             let name = format!("{file} / {}", case["name"].as_str().unwrap());
-            let shape: Vec<usize> = case["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let shape: Vec<usize> =
+                case["input_shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
             let x64 = ArrayD::from_shape_vec(IxDyn(&shape), floats(&case["input"])).unwrap();
             let x32 = x64.mapv(|v| v as f32);
             let ref_logits = floats(&case["logits"]);

@@ -56,7 +56,13 @@ pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
 }
 
 pub fn float_tensor(name: &str, dims: &[i64], data: &[f32]) -> pb::TensorProto {
-    pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type: FLOAT, float_data: data.to_vec(), ..Default::default() }
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: FLOAT,
+        float_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// Serialises a model with the given graph parts at `opset`.
@@ -94,7 +100,13 @@ pub fn tiny_classifier(tail: Option<&str>) -> Vec<u8> {
     }
     let w = float_tensor("W", &[4, 2], &[0.5, -0.5, 1.0, -1.0, -0.25, 0.25, 2.0, 0.0]);
     let b = float_tensor("B", &[2], &[0.1, -0.1]);
-    model_bytes(vec![value_info("image", FLOAT, &[-1, 1, 2, 2])], vec![value_info(out, FLOAT, &[-1, 2])], nodes, vec![w, b], 13)
+    model_bytes(
+        vec![value_info("image", FLOAT, &[-1, 1, 2, 2])],
+        vec![value_info(out, FLOAT, &[-1, 2])],
+        nodes,
+        vec![w, b],
+        13,
+    )
 }
 
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
