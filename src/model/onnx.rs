@@ -100,7 +100,7 @@ impl Classifier {
     /// Logits for every sample of `x` (shape `[n, sample_shape...]`), in
     /// chunks of `batch_size` spread over the current rayon pool.
     pub fn logits(&self, x: &ArrayD<f32>, batch_size: usize) -> Result<Array2<f32>, Error> {
-        let n = x.shape()[0];
+        let n = x.shape().first().copied().unwrap_or(0);
         let chunk = self.batch_fixed.unwrap_or(batch_size.max(1));
         let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
         let parts: Vec<Array2<f32>> = starts
@@ -142,7 +142,7 @@ impl Session<'_> {
     /// Logits `[batch, classes]` for a batch `[batch, sample_shape...]`.
     pub fn logits(&mut self, x: ArrayD<f32>) -> Result<Array2<f32>, Error> {
         let m = self.model;
-        if &x.shape()[1..] != m.sample_shape.as_slice() {
+        if x.shape().get(1..) != Some(m.sample_shape.as_slice()) {
             let mut expected = vec!["N".to_string()];
             expected.extend(m.sample_shape.iter().map(|d| d.to_string()));
             return Err(GradError::InputShape {
@@ -151,7 +151,7 @@ impl Session<'_> {
             }
             .into());
         }
-        let n = x.shape()[0];
+        let n = x.shape().first().copied().unwrap_or(0);
         let (x, pad) = match m.batch_fixed {
             // A model exported with a fixed batch gets zero-padded batches.
             Some(b) if b != n => {

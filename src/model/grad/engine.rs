@@ -265,7 +265,7 @@ impl<T: Elem> Engine<T> {
     /// Runs the path and shape-static nodes, keeping every value for the backward pass.
     pub fn forward(&self, x: ArrayD<T>) -> Result<Tape<T>, GradError> {
         self.check_input(x.shape())?;
-        let batch = x.shape()[0];
+        let batch = x.shape().first().copied().unwrap_or(0);
         let mut values: Vec<Option<Value<T>>> = (0..self.names.len()).map(|_| None).collect();
         values[self.input] = Some(Value::F(x));
         for node in &self.live {
