@@ -44,6 +44,10 @@ pub enum Error {
     Output { path: PathBuf, reason: String },
     #[error(transparent)]
     Attack(#[from] AttackError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
 }
 
 /// An attack that cannot run as asked, or whose result breaks its budget.
@@ -74,4 +78,48 @@ pub enum AttackError {
          gradient were not finite"
     )]
     NotFinite { attack: &'static str, sample: usize, pixel: usize, value: f32 },
+}
+
+/// An image file that cannot be turned into a model input. Every variant names
+/// the file; the run records it as a skipped sample and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{}: cannot read the file: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{}: not a decodable image: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{}: the image is {width}×{height} = {pixels} pixels, over the limit of {limit} pixels \
+         (refused before decoding, so a decompression bomb cannot allocate)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, width: u64, height: u64, pixels: u64, limit: u64 },
+    #[error(
+        "{}: the image is {got_height}×{got_width} (height×width) but the model takes \
+         {want_height}×{want_width}; resizing is not enabled",
+        path.display()
+    )]
+    Size { path: PathBuf, got_height: usize, got_width: usize, want_height: usize, want_width: usize },
+    #[error("{}: the image has {got} channel(s) and the model takes {want}; {reason}", path.display())]
+    Channels { path: PathBuf, got: usize, want: usize, reason: String },
+}
+
+/// Inputs that cannot be walked at all. A single bad file or CSV row is not an
+/// error: it becomes a `dataset::Skipped` entry.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{}: no such file or folder", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a usable labels CSV: {reason}", path.display())]
+    Csv { path: PathBuf, reason: String },
+    #[error(
+        "{}: no usable images found (PNG or JPEG; {skipped} entries skipped{})",
+        path.display(),
+        if *skipped > 0 { ", see the skipped list" } else { "" }
+    )]
+    Empty { path: PathBuf, skipped: usize },
 }

@@ -6,8 +6,10 @@
 //! report → gate.
 
 pub mod attack;
+pub mod dataset;
 pub mod error;
 pub mod inspect;
+pub mod io;
 pub mod model;
 
 pub use error::{Error, GradError, ModelError};
