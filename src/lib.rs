@@ -8,6 +8,8 @@
 pub mod attack;
 pub mod dataset;
 pub mod error;
+pub mod eval;
+pub mod report;
 pub mod inspect;
 pub mod io;
 pub mod model;

@@ -1,0 +1,365 @@
+//! Per-sample outcomes → the numbers a reviewer reads: clean accuracy,
+//! robust accuracy, flip rate, attack success, confidence drop, per class;
+//! and the trust checks (Carlini et al. 2019, "On Evaluating Adversarial
+//! Robustness", and AutoAttack's flags) that say whether those numbers can
+//! be believed. Pure functions over plain data; nothing here runs a model.
+
+use crate::report::json::{Check, ClassRecord, Status};
+
+/// A sample's clean prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanOutcome {
+    pub label: Option<usize>,
+    pub pred: usize,
+    /// Softmax probabilities of the clean logits.
+    pub probs: Vec<f32>,
+}
+
+/// The aggregate figures of one (attack, norm, ε) run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStats {
+    pub robust_accuracy: Option<f64>,
+    pub flip_rate: f64,
+    pub attack_success_rate: Option<f64>,
+    pub mean_confidence_drop: f64,
+    pub per_class: Vec<ClassRecord>,
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    // Ties go to the lowest index, as torch.argmax.
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|&z| (z - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+fn ratio(num: usize, den: usize) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+pub fn clean_accuracy(clean: &[CleanOutcome]) -> Option<f64> {
+    let labelled = clean.iter().filter(|c| c.label.is_some()).count();
+    ratio(clean.iter().filter(|c| c.label == Some(c.pred)).count(), labelled)
+}
+
+/// Aggregates one run. `adv_probs[i]` are sample i's probabilities under
+/// attack; `target` is the target class of a targeted run.
+pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<usize>, classes: usize) -> RunStats {
+    let n = clean.len();
+    let adv_pred: Vec<usize> = adv_probs.iter().map(|p| argmax(p)).collect();
+    let labelled = clean.iter().filter(|c| c.label.is_some()).count();
+    // Clean mistakes are not robust: robust = correct before and after.
+    let robust = clean.iter().zip(&adv_pred).filter(|(c, a)| c.label == Some(c.pred) && c.label == Some(**a)).count();
+    let flips = clean.iter().zip(&adv_pred).filter(|(c, a)| c.pred != **a).count();
+    let correct: Vec<usize> = (0..n).filter(|&i| clean[i].label == Some(clean[i].pred)).collect();
+    let success = correct
+        .iter()
+        .filter(|&&i| match target {
+            Some(t) => adv_pred[i] == t,
+            None => Some(adv_pred[i]) != clean[i].label,
+        })
+        .count();
+    let drop: f64 =
+        clean.iter().zip(adv_probs).map(|(c, p)| (c.probs[c.pred] - p.get(c.pred).copied().unwrap_or(0.0)) as f64).sum();
+    let mut per_class = Vec::new();
+    for class in 0..classes {
+        // Group by label, or by clean prediction for unlabelled samples.
+        let members: Vec<usize> = (0..n).filter(|&i| clean[i].label.unwrap_or(clean[i].pred) == class).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let lab: Vec<usize> = members.iter().copied().filter(|&i| clean[i].label.is_some()).collect();
+        let rob = lab.iter().filter(|&&i| clean[i].label == Some(clean[i].pred) && clean[i].label == Some(adv_pred[i])).count();
+        let mut predicted_as = vec![0; classes];
+        for &i in &members {
+            if let Some(slot) = predicted_as.get_mut(adv_pred[i]) {
+                *slot += 1;
+            }
+        }
+        per_class.push(ClassRecord {
+            class,
+            n: members.len(),
+            robust_accuracy: ratio(rob, lab.len()),
+            flip_rate: ratio(members.iter().filter(|&&i| clean[i].pred != adv_pred[i]).count(), members.len()).unwrap_or(0.0),
+            predicted_as,
+        });
+    }
+    RunStats {
+        robust_accuracy: ratio(robust, labelled),
+        flip_rate: ratio(flips, n).unwrap_or(0.0),
+        attack_success_rate: ratio(success, correct.len()),
+        mean_confidence_drop: if n > 0 { drop / n as f64 } else { 0.0 },
+        per_class,
+    }
+}
+
+/// One run's figures as the checks need them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPoint {
+    pub attack: String,
+    pub eps: f32,
+    pub robust_accuracy: Option<f64>,
+    pub flip_rate: f64,
+}
+
+/// Everything the trust checks look at, measured by the run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CheckInputs {
+    pub runs: Vec<RunPoint>,
+    /// Samples whose prediction changed under an ε = 0 attack (must be 0), and how many were tried.
+    pub eps_zero: Option<(usize, usize)>,
+    /// Clean-input gradients: (all-zero, containing NaN/Inf, total).
+    pub gradients: Option<(usize, usize, usize)>,
+    /// Samples whose logits differed between two identical forward passes, of how many.
+    pub nondeterministic: (usize, usize),
+    /// Directional-derivative checks: (g·d, central difference) per probe.
+    pub directional: Vec<(f64, f64)>,
+}
+
+fn check(name: &str, status: Status, detail: String) -> Check {
+    Check { name: name.to_string(), status, detail }
+}
+
+const WHITE_BOX: [&str; 4] = ["fgsm", "pgd", "apgd", "apgd-dlr"];
+const ITERATIVE: [&str; 3] = ["pgd", "apgd", "apgd-dlr"];
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "n/a".into())
+}
+
+/// The trust checks; each warning says in one sentence what it means.
+pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some((changed, n)) = inp.eps_zero {
+        out.push(if changed == 0 {
+            check("eps_zero_reproduces_clean", Status::Pass, format!("an ε = 0 attack left all {n} predictions unchanged"))
+        } else {
+            check(
+                "eps_zero_reproduces_clean",
+                Status::Fail,
+                format!("an ε = 0 attack changed {changed} of {n} predictions: the attack pipeline alters images it should not touch"),
+            )
+        });
+    }
+
+    // Robust accuracy must not rise with ε for the same attack.
+    let mut rises = Vec::new();
+    let mut attacks: Vec<&str> = inp.runs.iter().map(|r| r.attack.as_str()).collect();
+    attacks.dedup();
+    for a in &attacks {
+        let mut pts: Vec<&RunPoint> = inp.runs.iter().filter(|r| r.attack == *a).collect();
+        pts.sort_by(|x, y| x.eps.total_cmp(&y.eps));
+        for w in pts.windows(2) {
+            if let (Some(lo), Some(hi)) = (w[0].robust_accuracy, w[1].robust_accuracy)
+                && hi > lo + 1e-12
+            {
+                rises.push(format!("{a}: {} at ε={} vs {} at ε={}", fmt(Some(hi)), w[1].eps, fmt(Some(lo)), w[0].eps));
+            }
+        }
+    }
+    out.push(if rises.is_empty() {
+        check("monotone_in_eps", Status::Pass, "robust accuracy never rises with ε for the same attack".into())
+    } else {
+        check(
+            "monotone_in_eps",
+            Status::Warn,
+            format!("robust accuracy rises with ε ({}): the attack is not finding the worst case; use more steps or restarts", rises.join("; ")),
+        )
+    });
+
+    let at = |attack: &str, eps: f32| inp.runs.iter().find(|r| r.attack == attack && r.eps == eps);
+    let mut weaker = Vec::new();
+    let mut masking = Vec::new();
+    let mut noisy = Vec::new();
+    for r in &inp.runs {
+        if ITERATIVE.contains(&r.attack.as_str())
+            && let (Some(f), Some(ra)) = (at("fgsm", r.eps).and_then(|f| f.robust_accuracy), r.robust_accuracy)
+            && ra > f + 1e-12
+        {
+            weaker.push(format!("{} {} vs fgsm {} at ε={}", r.attack, fmt(Some(ra)), fmt(Some(f)), r.eps));
+        }
+        if r.attack == "square" {
+            for g in ITERATIVE {
+                if let Some(gr) = at(g, r.eps)
+                    && r.flip_rate > gr.flip_rate + 1e-12
+                {
+                    masking.push(format!(
+                        "square flips {} vs {g} {} at ε={}",
+                        fmt(Some(r.flip_rate)),
+                        fmt(Some(gr.flip_rate)),
+                        r.eps
+                    ));
+                }
+            }
+        }
+        if r.attack == "noise" {
+            let best = WHITE_BOX.iter().filter_map(|w| at(w, r.eps)).map(|w| w.flip_rate).fold(None, |m: Option<f64>, v| {
+                Some(m.map_or(v, |m| m.max(v)))
+            });
+            // "Far fewer": noise must flip less than half of what the strongest white-box attack flips.
+            if let Some(best) = best
+                && best > 0.0
+                && r.flip_rate >= 0.5 * best
+            {
+                noisy.push(format!("noise {} vs best white-box {} at ε={}", fmt(Some(r.flip_rate)), fmt(Some(best)), r.eps));
+            }
+        }
+    }
+    if inp.runs.iter().any(|r| ITERATIVE.contains(&r.attack.as_str())) && inp.runs.iter().any(|r| r.attack == "fgsm") {
+        out.push(if weaker.is_empty() {
+            check("iterative_beats_fgsm", Status::Pass, "iterative attacks did at least as well as FGSM at every ε".into())
+        } else {
+            check(
+                "iterative_beats_fgsm",
+                Status::Warn,
+                format!("an iterative attack did worse than one FGSM step ({}): its step size or step count is wrong for this model", weaker.join("; ")),
+            )
+        });
+    }
+    if inp.runs.iter().any(|r| r.attack == "noise") {
+        out.push(if noisy.is_empty() {
+            check("noise_baseline", Status::Pass, "random noise flips far fewer samples than the white-box attacks".into())
+        } else {
+            check(
+                "noise_baseline",
+                Status::Warn,
+                format!("random noise flips nearly as many samples as the white-box attacks ({}): the gradients are not informative (masked or obfuscated)", noisy.join("; ")),
+            )
+        });
+    }
+    if inp.runs.iter().any(|r| r.attack == "square") {
+        out.push(if masking.is_empty() {
+            check("no_gradient_masking", Status::Pass, "the gradient-free square attack did not beat the gradient attacks".into())
+        } else {
+            check(
+                "no_gradient_masking",
+                Status::Warn,
+                format!("the gradient-free square attack beats the gradient attacks ({}): gradient masking — white-box figures overstate robustness", masking.join("; ")),
+            )
+        });
+    }
+    if let Some((zero, nonfinite, n)) = inp.gradients {
+        out.push(if nonfinite > 0 {
+            check("gradients_finite", Status::Fail, format!("{nonfinite} of {n} clean-input gradients contain NaN or Inf: gradient attacks cannot be trusted on them"))
+        } else if zero > 0 {
+            check("gradients_finite", Status::Warn, format!("{zero} of {n} clean-input gradients are exactly zero: the model is saturated or masks gradients there"))
+        } else {
+            check("gradients_finite", Status::Pass, format!("all {n} clean-input gradients are finite and non-zero"))
+        });
+    }
+    let (nd, n) = inp.nondeterministic;
+    out.push(if nd == 0 {
+        check("model_deterministic", Status::Pass, format!("two forward passes agreed exactly on all {n} samples"))
+    } else {
+        check("model_deterministic", Status::Fail, format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"))
+    });
+    if !inp.directional.is_empty() {
+        // f32 central differences with h = 1e-3 carry ~1e-3 relative noise on a smooth loss;
+        // a wrong gradient is off by O(1).
+        let bad: Vec<String> = inp
+            .directional
+            .iter()
+            .filter(|(g, fd)| (g - fd).abs() > 0.05 * g.abs().max(fd.abs()) + 1e-4)
+            .map(|(g, fd)| format!("g·d = {g:.4e} vs {fd:.4e}"))
+            .collect();
+        out.push(if bad.is_empty() {
+            check("directional_derivative", Status::Pass, format!("g·d matched a central difference on {} probes", inp.directional.len()))
+        } else {
+            check(
+                "directional_derivative",
+                Status::Warn,
+                format!("the gradient disagrees with a central difference on {} of {} probes ({}): the loss is non-smooth there or the gradient is wrong", bad.len(), inp.directional.len(), bad.join("; ")),
+            )
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(label: Option<usize>, pred: usize) -> CleanOutcome {
+        let mut probs = vec![0.1, 0.1];
+        probs[pred] = 0.9;
+        CleanOutcome { label, pred, probs }
+    }
+
+    #[test]
+    fn robust_accuracy_flip_rate_and_success_by_definition() {
+        // 4 labelled samples: two correct (0→0, 1→1), one wrong (label 0, pred 1), one correct that flips.
+        let clean = vec![c(Some(0), 0), c(Some(1), 1), c(Some(0), 1), c(Some(1), 1)];
+        // Under attack: sample 0 stays 0, sample 1 stays 1, sample 2 becomes 0 (a clean mistake
+        // "fixed" by the attack: still not robust), sample 3 flips to 0.
+        let adv = vec![vec![0.8, 0.2], vec![0.3, 0.7], vec![0.6, 0.4], vec![0.55, 0.45]];
+        let s = summarize(&clean, &adv, None, 2);
+        assert_eq!(s.robust_accuracy, Some(0.5)); // samples 0 and 1
+        assert_eq!(s.flip_rate, 0.5); // samples 2 and 3
+        assert_eq!(s.attack_success_rate, Some(1.0 / 3.0)); // of the 3 clean-correct, sample 3
+        // Drops: 0.9−0.8, 0.9−0.7, 0.9−0.4, 0.9−0.45 = 1.25 → mean 0.3125 (f32 probabilities: 1e-6).
+        assert!((s.mean_confidence_drop - 0.3125).abs() < 1e-6);
+        assert_eq!(s.per_class[1].predicted_as, vec![1, 1]);
+        assert_eq!(clean_accuracy(&clean), Some(0.75));
+    }
+
+    #[test]
+    fn unlabelled_runs_report_flips_only() {
+        let clean = vec![c(None, 0), c(None, 1)];
+        let s = summarize(&clean, &[vec![0.2, 0.8], vec![0.2, 0.8]], None, 2);
+        assert_eq!((s.robust_accuracy, s.attack_success_rate, s.flip_rate), (None, None, 0.5));
+        assert_eq!(clean_accuracy(&clean), None);
+    }
+
+    fn pt(attack: &str, eps: f32, ra: f64, flip: f64) -> RunPoint {
+        RunPoint { attack: attack.into(), eps, robust_accuracy: Some(ra), flip_rate: flip }
+    }
+
+    fn status(checks: &[Check], name: &str) -> Status {
+        checks.iter().find(|c| c.name == name).map(|c| c.status).unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    #[test]
+    fn checks_flag_what_they_should() {
+        let good = CheckInputs {
+            runs: vec![
+                pt("fgsm", 0.01, 0.6, 0.3),
+                pt("fgsm", 0.02, 0.4, 0.5),
+                pt("pgd", 0.01, 0.5, 0.4),
+                pt("pgd", 0.02, 0.2, 0.7),
+                pt("noise", 0.02, 0.9, 0.02),
+                pt("square", 0.02, 0.3, 0.6),
+            ],
+            eps_zero: Some((0, 10)),
+            gradients: Some((0, 0, 10)),
+            nondeterministic: (0, 10),
+            directional: vec![(1.0, 1.001)],
+        };
+        let ok = trust_checks(&good);
+        assert!(ok.iter().all(|c| c.status == Status::Pass), "{ok:?}");
+
+        let mut bad = good.clone();
+        bad.runs.push(pt("pgd", 0.04, 0.3, 0.6)); // rises after 0.02
+        bad.runs[5] = pt("square", 0.02, 0.1, 0.9); // beats pgd: masking
+        bad.runs[4] = pt("noise", 0.02, 0.5, 0.6); // noise as strong as white-box
+        bad.runs[2] = pt("pgd", 0.01, 0.7, 0.2); // worse than fgsm
+        bad.eps_zero = Some((1, 10));
+        bad.gradients = Some((3, 0, 10));
+        bad.nondeterministic = (2, 10);
+        bad.directional = vec![(1.0, -0.5)];
+        let flagged = trust_checks(&bad);
+        assert_eq!(status(&flagged, "monotone_in_eps"), Status::Warn);
+        assert_eq!(status(&flagged, "no_gradient_masking"), Status::Warn);
+        assert_eq!(status(&flagged, "noise_baseline"), Status::Warn);
+        assert_eq!(status(&flagged, "iterative_beats_fgsm"), Status::Warn);
+        assert_eq!(status(&flagged, "eps_zero_reproduces_clean"), Status::Fail);
+        assert_eq!(status(&flagged, "gradients_finite"), Status::Warn);
+        assert_eq!(status(&flagged, "model_deterministic"), Status::Fail);
+        assert_eq!(status(&flagged, "directional_derivative"), Status::Warn);
+        bad.gradients = Some((0, 1, 10));
+        assert_eq!(status(&trust_checks(&bad), "gradients_finite"), Status::Fail);
+    }
+}

@@ -1,0 +1,23 @@
+//! Outputs rendered from one [`json::Results`] structure: `results.json`
+//! now; the HTML page, Markdown summary and JUnit file render from the same
+//! structure, never recomputing anything.
+
+pub mod json;
+pub mod table;
+
+use crate::error::Error;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
+/// flushed, then renamed over the target, so an interrupted run leaves the
+/// previous file or the complete new one, never a truncated one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let err = |e: std::io::Error| Error::Output { path: path.to_path_buf(), reason: e.to_string() };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
