@@ -1,7 +1,9 @@
 //! Command-line arguments (clap derive). Validation only: nothing here
 //! touches a file.
 
-use clap::{Parser, Subcommand};
+use advscan::attack::Norm;
+use advscan::run::{EpsSpec, StepSize, parse_eps};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -28,4 +30,77 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Attack a model on a folder of scans and measure how many diagnoses flip.
+    Attack(AttackArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NormArg {
+    Linf,
+    L2,
+}
+
+impl From<NormArg> for Norm {
+    fn from(n: NormArg) -> Norm {
+        match n {
+            NormArg::Linf => Norm::Linf,
+            NormArg::L2 => Norm::L2,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AttackArgs {
+    /// The ONNX model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A folder of scans (class sub-folders give labels), a single image, or a CSV `path,label`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A CSV `path,label` with the labels of the scans in --data.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Attacks to run, comma-separated (fgsm, pgd, noise, and those listed by the library).
+    #[arg(long = "attack", value_delimiter = ',', default_value = "fgsm,pgd,noise")]
+    pub attacks: Vec<String>,
+    /// Budgets in the model-input scale: fractions (2/255) or decimals.
+    #[arg(long, value_delimiter = ',', value_parser = parse_eps, default_value = "1/255,2/255,4/255,8/255")]
+    pub eps: Vec<EpsSpec>,
+    #[arg(long, value_enum, default_value = "linf")]
+    pub norm: NormArg,
+    /// Gradient steps of the iterative attacks.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Step size: an absolute value or eps/K.
+    #[arg(long, default_value = "eps/4", value_parser = StepSize::parse)]
+    pub step_size: StepSize,
+    /// Independent restarts per sample; the worst case is kept.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub restarts: u32,
+    /// Start iterative attacks at the clean image instead of a random point of the ball.
+    #[arg(long)]
+    pub no_random_start: bool,
+    /// Attack towards this class instead of away from the label.
+    #[arg(long)]
+    pub targeted: Option<usize>,
+    /// Queries per sample for the gradient-free square attack.
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Also measure, per sample, the smallest ε that flips it.
+    #[arg(long)]
+    pub min_eps: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Samples per model call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = advscan::io::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Output folder for results.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }

@@ -9,9 +9,10 @@ pub mod attack;
 pub mod dataset;
 pub mod error;
 pub mod eval;
-pub mod report;
 pub mod inspect;
 pub mod io;
 pub mod model;
+pub mod report;
+pub mod run;
 
 pub use error::{Error, GradError, ModelError};

@@ -1,0 +1,499 @@
+//! The `advscan attack` run, end to end: walk the data, decode every scan
+//! (a bad one is skipped with its reason, never fatal), predict clean, run
+//! each attack at each ε in parallel over samples, evaluate, run the trust
+//! checks and write `results.json`. The CLI only builds an [`AttackRequest`].
+
+use crate::attack::{self, Budget, Norm, Objective, sample_rng};
+use crate::dataset::{self, Sample};
+use crate::error::{Error, GradError};
+use crate::eval::{self, CheckInputs, CleanOutcome, RunPoint};
+use crate::io;
+use crate::model::Classifier;
+use crate::model::grad::{Loss, engine::LossGrad};
+use crate::report::json::*;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// ε as the user wrote it and its value in the model-input scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpsSpec {
+    pub value: f32,
+    pub label: String,
+}
+
+/// Parses `2/255`, `0.01` or `8e-3`.
+pub fn parse_eps(s: &str) -> Result<EpsSpec, String> {
+    let value = parse_number(s)?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("ε must be a number ≥ 0, got '{s}'"));
+    }
+    Ok(EpsSpec { value, label: s.trim().to_string() })
+}
+
+fn parse_number(s: &str) -> Result<f32, String> {
+    let s = s.trim();
+    let bad = || format!("'{s}' is not a number or a fraction like 2/255");
+    match s.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            if b == 0.0 {
+                return Err(format!("'{s}' divides by zero"));
+            }
+            Ok((a / b) as f32)
+        }
+        None => s.parse::<f32>().map_err(|_| bad()),
+    }
+}
+
+/// `--step-size`: an absolute value, or `eps/K` (a fraction of each ε).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepSize {
+    Absolute(f32),
+    EpsOver(f32),
+}
+
+impl StepSize {
+    pub fn parse(s: &str) -> Result<StepSize, String> {
+        let t = s.trim();
+        if let Some(k) = t.strip_prefix("eps/").or_else(|| t.strip_prefix("ε/")) {
+            let k = parse_number(k)?;
+            return if k > 0.0 && k.is_finite() {
+                Ok(StepSize::EpsOver(k))
+            } else {
+                Err(format!("bad step size '{s}'"))
+            };
+        }
+        let v = parse_number(t)?;
+        if v > 0.0 && v.is_finite() {
+            Ok(StepSize::Absolute(v))
+        } else {
+            Err(format!("the step size must be > 0, got '{s}'"))
+        }
+    }
+    pub fn at(self, eps: f32) -> f32 {
+        match self {
+            StepSize::Absolute(v) => v,
+            StepSize::EpsOver(k) => eps / k,
+        }
+    }
+}
+
+/// Everything `advscan attack` was asked to do.
+#[derive(Debug, Clone)]
+pub struct AttackRequest {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub out: PathBuf,
+    pub attacks: Vec<String>,
+    pub eps: Vec<EpsSpec>,
+    pub norm: Norm,
+    pub steps: usize,
+    pub step_size: StepSize,
+    pub step_size_label: String,
+    pub restarts: usize,
+    pub random_start: bool,
+    pub targeted: Option<usize>,
+    /// Queries per sample for the gradient-free square attack.
+    pub queries: usize,
+    pub min_eps: bool,
+    pub seed: u64,
+    pub threads: usize,
+    pub batch_size: usize,
+    pub quiet: bool,
+    pub max_pixels: u64,
+}
+
+/// The run's record, and whether any input was skipped (the binary turns
+/// that into its exit status).
+pub struct RunOutcome {
+    pub results: Results,
+    pub results_path: PathBuf,
+}
+
+/// Counts model evaluations for `timing`, and is the `Objective` attacks see.
+struct Counted<'a> {
+    model: &'a Classifier,
+    forward: AtomicU64,
+    gradient: AtomicU64,
+}
+
+impl Objective for Counted<'_> {
+    fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
+        self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
+        // Called from inside a worker: one session, no nested fan-out.
+        self.model.session()?.logits(x.clone())
+    }
+    fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
+        self.gradient.fetch_add(classes.len() as u64, Ordering::Relaxed);
+        self.model.loss_and_grad(x, classes, loss)
+    }
+}
+
+fn stack(images: &[ndarray::Array3<f32>], idx: &[usize]) -> ArrayD<f32> {
+    let views: Vec<_> = idx.iter().map(|&i| images[i].view()).collect();
+    // Every image was checked against the model's sample shape when decoded.
+    ndarray::stack(Axis(0), &views).expect("decoded images share one shape").into_dyn()
+}
+
+fn norms(x: &ArrayD<f32>, adv: &ArrayD<f32>) -> Vec<(f32, f32)> {
+    x.outer_iter()
+        .zip(adv.outer_iter())
+        .map(|(a, b)| {
+            let (mut linf, mut l2) = (0f64, 0f64);
+            for (p, q) in a.iter().zip(b.iter()) {
+                let d = (*q as f64 - *p as f64).abs();
+                linf = linf.max(d);
+                l2 += d * d;
+            }
+            (linf as f32, l2.sqrt() as f32)
+        })
+        .collect()
+}
+
+pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
+    let started = Instant::now();
+    let model = Classifier::load(&req.model)?;
+    let shape = model.sample_shape().to_vec();
+    let [c, h, w] = shape[..] else {
+        return Err(GradError::Graph(format!(
+            "{}: advscan attack needs an image model with input [N, C, H, W], this one takes [N, {}]",
+            req.model.display(),
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    };
+    let attacks: Vec<Box<dyn attack::Attack>> =
+        req.attacks.iter().map(|a| attack::by_name(a)).collect::<Result<_, _>>()?;
+    let ds = dataset::scan(&req.data, req.labels.as_deref(), &[])?;
+    let mut skipped: Vec<SkippedRecord> = ds
+        .skipped
+        .iter()
+        .map(|s| SkippedRecord { path: s.path.display().to_string(), reason: s.reason.clone() })
+        .collect();
+
+    // Decode: a file that fails is recorded, the rest go on.
+    let decoded: Vec<Result<ndarray::Array3<f32>, String>> = ds
+        .samples
+        .par_iter()
+        .map(|s| {
+            io::decode(&s.path, req.max_pixels)
+                .and_then(|img| io::png::to_model_input(&img, c, h, w))
+                .map(|m| m.data)
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut images = Vec::new();
+    for (s, d) in ds.samples.iter().zip(decoded) {
+        match d {
+            Ok(img) => {
+                samples.push(s.clone());
+                images.push(img);
+            }
+            Err(reason) => skipped.push(SkippedRecord { path: s.path.display().to_string(), reason }),
+        }
+    }
+
+    let counted = Counted { model: &model, forward: AtomicU64::new(0), gradient: AtomicU64::new(0) };
+    let batch = req.batch_size.max(1);
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let x_all = if samples.is_empty() { None } else { Some(stack(&images, &all)) };
+    let clean_logits = match &x_all {
+        Some(x) => model.logits(x, batch)?,
+        None => Array2::zeros((0, 0)),
+    };
+    counted.forward.fetch_add(samples.len() as u64, Ordering::Relaxed);
+    // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
+    let finite: Vec<bool> = clean_logits.outer_iter().map(|r| r.iter().all(|v| v.is_finite())).collect();
+    let keep: Vec<usize> = (0..samples.len()).filter(|&i| finite[i]).collect();
+    for i in (0..samples.len()).filter(|&i| !finite[i]) {
+        skipped.push(SkippedRecord {
+            path: samples[i].path.display().to_string(),
+            reason: "the model's output is NaN or infinite for this image".into(),
+        });
+    }
+    let samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
+    let images: Vec<ndarray::Array3<f32>> = keep.iter().map(|&i| images[i].clone()).collect();
+    let clean_logits = clean_logits.select(Axis(0), &keep);
+    if samples.is_empty() {
+        return Err(Error::Output {
+            path: req.data.clone(),
+            reason: format!("no image could be evaluated ({} skipped)", skipped.len()),
+        });
+    }
+    let n = samples.len();
+    let classes = clean_logits.ncols();
+    if let Some(t) = req.targeted
+        && t >= classes
+    {
+        return Err(
+            GradError::Graph(format!("--targeted {t}: the model has {classes} classes (0..{})", classes - 1)).into()
+        );
+    }
+    let clean: Vec<CleanOutcome> = clean_logits
+        .outer_iter()
+        .zip(&samples)
+        .map(|(z, s)| {
+            let probs = eval::softmax(z.as_slice().unwrap_or(&z.to_vec()));
+            CleanOutcome { label: s.label, pred: eval::argmax(&probs), probs }
+        })
+        .collect();
+    // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
+    let attack_classes: Vec<usize> = clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
+    let all: Vec<usize> = (0..n).collect();
+    let x_all = stack(&images, &all);
+
+    // Determinism: a second identical forward pass must agree bit for bit.
+    let again = model.logits(&x_all, batch)?;
+    counted.forward.fetch_add(n as u64, Ordering::Relaxed);
+    let nondeterministic = clean_logits
+        .outer_iter()
+        .zip(again.outer_iter())
+        .filter(|(a, b)| a.iter().zip(b.iter()).any(|(p, q)| p.to_bits() != q.to_bits()))
+        .count();
+
+    let total = (attacks.len() * req.eps.len() * n) as u64;
+    let bar = if req.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or(ProgressStyle::default_bar()),
+    );
+
+    let chunks: Vec<Vec<usize>> = all.chunks(batch).map(|c| c.to_vec()).collect();
+    let loss = Loss { kind: crate::model::grad::LossKind::CrossEntropy, targeted: req.targeted.is_some() };
+    let budget_for = |name: &str, eps: f32| Budget {
+        norm: req.norm,
+        eps,
+        steps: if name == "square" { req.queries } else { req.steps },
+        step_size: req.step_size.at(eps),
+        restarts: req.restarts,
+        random_start: req.random_start,
+        loss,
+        lo: 0.0,
+        hi: 1.0,
+    };
+    // Runs one attack at one ε over every sample: (probabilities, linf, l2) per sample.
+    let attack_all = |a: &dyn attack::Attack,
+                      eps: &EpsSpec,
+                      idx: &[Vec<usize>]|
+     -> Result<Vec<(usize, Vec<f32>, f32, f32)>, Error> {
+        let budget = budget_for(a.name(), eps.value);
+        budget.validate()?;
+        let parts: Vec<Vec<(usize, Vec<f32>, f32, f32)>> = idx
+            .par_iter()
+            .map(|chunk| {
+                let x = stack(&images, chunk);
+                let classes_b: Vec<usize> = chunk.iter().map(|&i| attack_classes[i]).collect();
+                let mut rngs: Vec<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        sample_rng(req.seed, &format!("{}|{}|{}|{}", a.name(), req.norm, eps.label, samples[i].id))
+                    })
+                    .collect();
+                let adv = a.run(&counted, &x, &classes_b, &mut rngs, &budget)?;
+                let logits = counted.logits(&adv)?;
+                bar.inc(chunk.len() as u64);
+                Ok(chunk
+                    .iter()
+                    .zip(logits.outer_iter())
+                    .zip(norms(&x, &adv))
+                    .map(|((&i, z), (linf, l2))| (i, eval::softmax(&z.to_vec()), linf, l2))
+                    .collect())
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(parts.into_iter().flatten().collect())
+    };
+
+    let mut runs = Vec::new();
+    let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); n];
+    let mut points = Vec::new();
+    for a in &attacks {
+        for eps in &req.eps {
+            bar.set_message(format!("{} {}", a.name(), eps.label));
+            let t = Instant::now();
+            let per_sample = attack_all(a.as_ref(), eps, &chunks)?;
+            let mut probs = vec![Vec::new(); n];
+            for (i, p, linf, l2) in per_sample {
+                let pred = eval::argmax(&p);
+                outcomes[i].push(Outcome {
+                    attack: a.name().into(),
+                    norm: req.norm.to_string(),
+                    eps: eps.value,
+                    eps_label: eps.label.clone(),
+                    pred,
+                    confidence: p[pred],
+                    flipped: pred != clean[i].pred,
+                    linf,
+                    l2,
+                });
+                probs[i] = p;
+            }
+            let stats = eval::summarize(&clean, &probs, req.targeted, classes);
+            let budget = budget_for(a.name(), eps.value);
+            points.push(RunPoint {
+                attack: a.name().into(),
+                eps: eps.value,
+                robust_accuracy: stats.robust_accuracy,
+                flip_rate: stats.flip_rate,
+            });
+            runs.push(Run {
+                attack: a.name().into(),
+                norm: req.norm.to_string(),
+                eps: eps.value,
+                eps_label: eps.label.clone(),
+                steps: budget.steps,
+                step_size: budget.step_size,
+                restarts: budget.restarts,
+                random_start: budget.random_start,
+                loss: if a.name() == "apgd-dlr" { "dlr".into() } else { "cross-entropy".into() },
+                robust_accuracy: stats.robust_accuracy,
+                flip_rate: stats.flip_rate,
+                attack_success_rate: stats.attack_success_rate,
+                mean_confidence_drop: stats.mean_confidence_drop,
+                per_class: stats.per_class,
+                seconds: t.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    bar.finish_and_clear();
+
+    let differentiable = model.engine().is_ok();
+    let mut check_inputs = CheckInputs { runs: points, nondeterministic: (nondeterministic, n), ..Default::default() };
+    // ε = 0 must reproduce the clean predictions exactly (the first attack requested).
+    if let Some(a) = attacks.iter().find(|a| differentiable || a.name() == "square" || a.name() == "noise") {
+        let zero = EpsSpec { value: 0.0, label: "0".into() };
+        let res = attack_all(a.as_ref(), &zero, &chunks)?;
+        let changed = res.iter().filter(|(i, p, _, _)| eval::argmax(p) != clean[*i].pred).count();
+        check_inputs.eps_zero = Some((changed, n));
+    }
+    if differentiable {
+        let grads: Vec<(bool, bool)> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let x = stack(&images, chunk);
+                let cls: Vec<usize> = chunk.iter().map(|&i| attack_classes[i]).collect();
+                let g = counted.loss_and_grad(x, &cls, loss)?.grad;
+                Ok(g.outer_iter()
+                    .map(|s| (s.iter().all(|&v| v == 0.0), s.iter().any(|v| !v.is_finite())))
+                    .collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>, Error>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        check_inputs.gradients =
+            Some((grads.iter().filter(|g| g.0).count(), grads.iter().filter(|g| g.1).count(), grads.len()));
+        check_inputs.directional = directional_probes(&counted, &images, &attack_classes, &samples, req.seed, loss)?;
+    }
+    let checks = eval::trust_checks(&check_inputs);
+
+    let sample_records = samples
+        .iter()
+        .zip(&clean)
+        .zip(outcomes)
+        .map(|((s, c), o)| SampleRecord {
+            id: s.id.clone(),
+            label: s.label,
+            clean_pred: c.pred,
+            clean_confidence: c.probs[c.pred],
+            outcomes: o,
+            min_eps: None,
+        })
+        .collect();
+    let graph = model.graph();
+    let tensor = |t: &crate::model::graph::TensorInfo| TensorRecord {
+        name: t.name.clone(),
+        elem_type: t.elem_type.clone(),
+        shape: t.shape.iter().flatten().map(|d| serde_json::to_value(d).unwrap_or_default()).collect(),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let forward = counted.forward.load(Ordering::Relaxed);
+    let gradient = counted.gradient.load(Ordering::Relaxed);
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool { name: "advscan".into(), version: env!("CARGO_PKG_VERSION").into() },
+        model: ModelRecord {
+            path: req.model.display().to_string(),
+            sha256: model.sha256().into(),
+            input: tensor(&graph.input),
+            output: tensor(&graph.output),
+            logits: graph.logits_name().into(),
+            softmax_stripped: model.softmax_stripped(),
+        },
+        data: DataRecord {
+            path: req.data.display().to_string(),
+            labels: req.labels.as_ref().map(|l| l.display().to_string()),
+            samples: n,
+            labelled: samples.iter().filter(|s| s.label.is_some()).count(),
+            skipped,
+            notes: ds.notes.clone(),
+        },
+        settings: Settings {
+            attacks: attacks.iter().map(|a| a.name().to_string()).collect(),
+            eps: req.eps.iter().map(|e| e.label.clone()).collect(),
+            norm: req.norm.to_string(),
+            steps: req.steps,
+            step_size: req.step_size_label.clone(),
+            restarts: req.restarts,
+            random_start: req.random_start,
+            targeted: req.targeted,
+            min_eps: req.min_eps,
+            seed: req.seed,
+            threads: req.threads,
+            batch_size: batch,
+        },
+        clean: Clean { accuracy: eval::clean_accuracy(&clean) },
+        runs,
+        samples: sample_records,
+        min_eps: None,
+        checks,
+        timing: Timing {
+            seconds,
+            forward_evals: forward,
+            gradient_evals: gradient,
+            images_per_second: if seconds > 0.0 { (total as f64) / seconds } else { 0.0 },
+        },
+    };
+    std::fs::create_dir_all(&req.out).map_err(|e| Error::Output { path: req.out.clone(), reason: e.to_string() })?;
+    let results_path = req.out.join("results.json");
+    crate::report::write_atomic(&results_path, results.to_json().as_bytes())?;
+    Ok(RunOutcome { results, results_path })
+}
+
+/// g·d against a central difference of the loss along a random unit
+/// direction d, on up to 4 samples (h = 1e-3 in input units).
+fn directional_probes(
+    model: &Counted<'_>,
+    images: &[ndarray::Array3<f32>],
+    classes: &[usize],
+    samples: &[Sample],
+    seed: u64,
+    loss: Loss,
+) -> Result<Vec<(f64, f64)>, Error> {
+    use rand_chacha::rand_core::Rng;
+    let h = 1e-3f32;
+    let mut out = Vec::new();
+    for i in 0..images.len().min(4) {
+        let x = images[i].clone().insert_axis(Axis(0)).into_dyn();
+        let mut rng = sample_rng(seed, &format!("directional|{}", samples[i].id));
+        let mut d: ArrayD<f32> =
+            ArrayD::from_shape_fn(IxDyn(x.shape()), |_| (rng.next_u32() as f32 / u32::MAX as f32) - 0.5);
+        let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        d.mapv_inplace(|v| v / norm);
+        let g = model.loss_and_grad(x.clone(), &classes[i..i + 1], loss)?;
+        let gd: f64 = g.grad.iter().zip(d.iter()).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let plus = model.loss_and_grad(&x + &(&d * h), &classes[i..i + 1], loss)?.losses[0] as f64;
+        let minus = model.loss_and_grad(&x - &(&d * h), &classes[i..i + 1], loss)?.losses[0] as f64;
+        out.push((gd, (plus - minus) / (2.0 * h as f64)));
+    }
+    Ok(out)
+}
