@@ -63,8 +63,11 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
             None => Some(adv_pred[i]) != clean[i].label,
         })
         .count();
-    let drop: f64 =
-        clean.iter().zip(adv_probs).map(|(c, p)| (c.probs[c.pred] - p.get(c.pred).copied().unwrap_or(0.0)) as f64).sum();
+    let drop: f64 = clean
+        .iter()
+        .zip(adv_probs)
+        .map(|(c, p)| (c.probs[c.pred] - p.get(c.pred).copied().unwrap_or(0.0)) as f64)
+        .sum();
     let mut per_class = Vec::new();
     for class in 0..classes {
         // Group by label, or by clean prediction for unlabelled samples.
@@ -73,7 +76,10 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
             continue;
         }
         let lab: Vec<usize> = members.iter().copied().filter(|&i| clean[i].label.is_some()).collect();
-        let rob = lab.iter().filter(|&&i| clean[i].label == Some(clean[i].pred) && clean[i].label == Some(adv_pred[i])).count();
+        let rob = lab
+            .iter()
+            .filter(|&&i| clean[i].label == Some(clean[i].pred) && clean[i].label == Some(adv_pred[i]))
+            .count();
         let mut predicted_as = vec![0; classes];
         for &i in &members {
             if let Some(slot) = predicted_as.get_mut(adv_pred[i]) {
@@ -84,7 +90,8 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
             class,
             n: members.len(),
             robust_accuracy: ratio(rob, lab.len()),
-            flip_rate: ratio(members.iter().filter(|&&i| clean[i].pred != adv_pred[i]).count(), members.len()).unwrap_or(0.0),
+            flip_rate: ratio(members.iter().filter(|&&i| clean[i].pred != adv_pred[i]).count(), members.len())
+                .unwrap_or(0.0),
             predicted_as,
         });
     }
@@ -197,15 +204,22 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
             }
         }
         if r.attack == "noise" {
-            let best = WHITE_BOX.iter().filter_map(|w| at(w, r.eps)).map(|w| w.flip_rate).fold(None, |m: Option<f64>, v| {
-                Some(m.map_or(v, |m| m.max(v)))
-            });
+            let best = WHITE_BOX
+                .iter()
+                .filter_map(|w| at(w, r.eps))
+                .map(|w| w.flip_rate)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
             // "Far fewer": noise must flip less than half of what the strongest white-box attack flips.
             if let Some(best) = best
                 && best > 0.0
                 && r.flip_rate >= 0.5 * best
             {
-                noisy.push(format!("noise {} vs best white-box {} at ε={}", fmt(Some(r.flip_rate)), fmt(Some(best)), r.eps));
+                noisy.push(format!(
+                    "noise {} vs best white-box {} at ε={}",
+                    fmt(Some(r.flip_rate)),
+                    fmt(Some(best)),
+                    r.eps
+                ));
             }
         }
     }
@@ -255,7 +269,11 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
     out.push(if nd == 0 {
         check("model_deterministic", Status::Pass, format!("two forward passes agreed exactly on all {n} samples"))
     } else {
-        check("model_deterministic", Status::Fail, format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"))
+        check(
+            "model_deterministic",
+            Status::Fail,
+            format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"),
+        )
     });
     if !inp.directional.is_empty() {
         // f32 central differences with h = 1e-3 carry ~1e-3 relative noise on a smooth loss;

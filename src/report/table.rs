@@ -18,7 +18,11 @@ pub fn render(r: &Results) -> String {
         r.data.skipped.len(),
         pct(r.clean.accuracy)
     );
-    let _ = writeln!(s, "\n{:<10} {:<5} {:>10} {:>10} {:>9} {:>10} {:>9}", "attack", "norm", "eps", "robust acc", "flip rate", "success", "conf drop");
+    let _ = writeln!(
+        s,
+        "\n{:<10} {:<5} {:>10} {:>10} {:>9} {:>10} {:>9}",
+        "attack", "norm", "eps", "robust acc", "flip rate", "success", "conf drop"
+    );
     for run in &r.runs {
         let _ = writeln!(
             s,
@@ -37,7 +41,15 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\nminimal flipping ε ({} {}, precision {}): median {}  quartiles {} – {}  ({} of {} flipped by ε ≤ {})",
-            m.attack, m.norm, m.precision, f(m.median), f(m.q1), f(m.q3), m.flipped, r.data.samples, m.eps_max
+            m.attack,
+            m.norm,
+            m.precision,
+            f(m.median),
+            f(m.q1),
+            f(m.q3),
+            m.flipped,
+            r.data.samples,
+            m.eps_max
         );
     }
     let _ = writeln!(s, "\nchecks:");
