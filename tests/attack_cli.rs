@@ -1,0 +1,196 @@
+//! `advscan attack` through the real binary on the committed CNN, with
+//! synthetic PNG scans written by the test (smooth blobs, deterministic).
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// A smooth, deterministic 28×28 grey image: a few Gaussian blobs on a ramp.
+fn blob_png(path: &Path, seed: u32) {
+    let mut img = image::GrayImage::new(28, 28);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let (fx, fy) = (x as f32, y as f32);
+        let mut v = 0.25 + 0.01 * fy;
+        for k in 0..3 {
+            let s = (seed * 7 + k * 13) as f32;
+            let (cx, cy) = (6.0 + (s * 1.7) % 16.0, 6.0 + (s * 2.3) % 16.0);
+            v += 0.4 * (-((fx - cx).powi(2) + (fy - cy).powi(2)) / 30.0).exp();
+        }
+        p.0 = [(v.clamp(0.0, 1.0) * 255.0).round() as u8];
+    }
+    img.save(path).unwrap();
+}
+
+/// Class folders 0/ and 1/ with 6 images each, plus the given extra files.
+fn dataset(dir: &Path) {
+    for class in 0..2u32 {
+        let d = dir.join(class.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..6 {
+            blob_png(&d.join(format!("scan_{i}.png")), class * 10 + i);
+        }
+    }
+}
+
+fn run(args: &[&str]) -> (std::process::Output, Value) {
+    let out = advscan(args);
+    let dir = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).unwrap();
+    let results = std::fs::read(Path::new(dir).join("results.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(Value::Null);
+    (out, results)
+}
+
+#[test]
+fn writes_results_with_every_required_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let out = tmp.path().join("out");
+    let (o, r) = run(&[
+        "attack",
+        "--model",
+        "models/pneumonia_cnn.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--eps",
+        "2/255,0.03",
+        "--attack",
+        "fgsm,pgd,noise",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for key in ["schema_version", "tool", "model", "data", "settings", "clean", "runs", "samples", "checks", "timing"] {
+        assert!(!r[key].is_null(), "missing {key}");
+    }
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["data"]["samples"], 12);
+    assert_eq!(r["data"]["labelled"], 12);
+    assert_eq!(r["runs"].as_array().unwrap().len(), 6, "3 attacks × 2 ε");
+    let run0 = &r["runs"][0];
+    for key in [
+        "attack",
+        "norm",
+        "eps",
+        "eps_label",
+        "steps",
+        "step_size",
+        "restarts",
+        "random_start",
+        "robust_accuracy",
+        "flip_rate",
+        "attack_success_rate",
+        "mean_confidence_drop",
+        "per_class",
+        "seconds",
+    ] {
+        assert!(run0.get(key).is_some(), "runs[] lacks {key}");
+    }
+    assert_eq!(run0["eps_label"], "2/255");
+    assert!((run0["eps"].as_f64().unwrap() - 2.0 / 255.0).abs() < 1e-7);
+    assert_eq!(r["runs"][1]["eps_label"], "0.03");
+    let s0 = &r["samples"][0];
+    assert_eq!(s0["id"], "0/scan_0.png", "ids are paths relative to --data");
+    let o0 = &s0["outcomes"][0];
+    assert!(o0["linf"].as_f64().unwrap() <= 2.0 / 255.0 + 1e-6, "perturbation within ε");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("robust acc") && stdout.contains("checks:"), "{stdout}");
+}
+
+/// Same seed → byte-identical runs (minus wall time) and samples, whatever
+/// the thread count and batch size: randomness is seeded per sample.
+#[test]
+fn results_do_not_depend_on_threads_or_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let mut seen: Vec<(Value, Value)> = Vec::new();
+    for (threads, batch) in [("1", "1"), ("2", "5"), ("2", "16")] {
+        let out = tmp.path().join(format!("out_{threads}_{batch}"));
+        let (o, mut r) = run(&[
+            "--threads",
+            threads,
+            "attack",
+            "--model",
+            "models/pneumonia_cnn.onnx",
+            "--data",
+            data.to_str().unwrap(),
+            "--eps",
+            "4/255",
+            "--attack",
+            "pgd,noise",
+            "--restarts",
+            "2",
+            "--seed",
+            "7",
+            "--batch-size",
+            batch,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for run in r["runs"].as_array_mut().unwrap() {
+            run.as_object_mut().unwrap().remove("seconds");
+        }
+        seen.push((r["runs"].clone(), r["samples"].clone()));
+    }
+    for s in &seen[1..] {
+        assert_eq!(serde_json::to_string(&s.0).unwrap(), serde_json::to_string(&seen[0].0).unwrap());
+        assert_eq!(serde_json::to_string(&s.1).unwrap(), serde_json::to_string(&seen[0].1).unwrap());
+    }
+}
+
+#[test]
+fn a_bad_scan_is_skipped_with_its_reason_and_the_run_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    std::fs::write(data.join("0/truncated.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    std::fs::write(data.join("1/zero_bytes.png"), b"").unwrap();
+    let out = tmp.path().join("out");
+    let (o, r) = run(&[
+        "attack",
+        "--model",
+        "models/pneumonia_cnn.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--eps",
+        "2/255",
+        "--attack",
+        "fgsm",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "skipped inputs show in the exit status");
+    assert_eq!(r["data"]["samples"], 12);
+    let skipped = r["data"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped.iter().any(|s| s["path"].as_str().unwrap().ends_with("truncated.png")));
+    assert!(skipped.iter().all(|s| !s["reason"].as_str().unwrap().is_empty()));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 input(s) skipped"));
+}
+
+#[test]
+fn unknown_attack_and_bad_eps_are_clear_errors() {
+    let o = advscan(&[
+        "attack",
+        "--model",
+        "models/pneumonia_cnn.onnx",
+        "--data",
+        ".",
+        "--attack",
+        "bogus",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown attack 'bogus'"));
+    let o = advscan(&["attack", "--model", "m", "--data", ".", "--eps", "2/0", "--out", "/tmp/x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("divides by zero"));
+}
