@@ -68,9 +68,9 @@ pub struct AttackArgs {
     pub eps: Vec<EpsSpec>,
     #[arg(long, value_enum, default_value = "linf")]
     pub norm: NormArg,
-    /// Gradient steps of the iterative attacks.
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
+    /// Gradient steps of the iterative attacks [default: 10 for pgd, 100 for apgd].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Step size: an absolute value or eps/K.
     #[arg(long, default_value = "eps/4", value_parser = StepSize::parse)]
     pub step_size: StepSize,

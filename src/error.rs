@@ -123,3 +123,10 @@ pub enum DatasetError {
     )]
     Empty { path: PathBuf, skipped: usize },
 }
+
+impl AttackError {
+    /// The attack does not implement this threat model (e.g. square is L∞ only).
+    pub fn unsupported_norm(attack: &'static str, norm: &'static str) -> AttackError {
+        AttackError::Batch { attack, reason: format!("the {norm} norm is not supported by this attack") }
+    }
+}

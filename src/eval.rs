@@ -104,6 +104,22 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
     }
 }
 
+/// Nearest-rank quartiles (q1, median, q3) of per-sample minimal ε, where
+/// `None` (not flipped within the largest ε) ranks above every value: a
+/// quartile that lands on such a sample is itself `None` ("more than ε_max").
+pub fn quartiles(values: &[Option<f32>]) -> (Option<f32>, Option<f32>, Option<f32>) {
+    let mut v: Vec<f32> = values.iter().map(|x| x.unwrap_or(f32::INFINITY)).collect();
+    v.sort_by(f32::total_cmp);
+    let q = |p: f64| -> Option<f32> {
+        if v.is_empty() {
+            return None;
+        }
+        let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1]).filter(|x| x.is_finite())
+    };
+    (q(0.25), q(0.5), q(0.75))
+}
+
 /// One run's figures as the checks need them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunPoint {
@@ -322,6 +338,15 @@ mod tests {
         assert!((s.mean_confidence_drop - 0.3125).abs() < 1e-6);
         assert_eq!(s.per_class[1].predicted_as, vec![1, 1]);
         assert_eq!(clean_accuracy(&clean), Some(0.75));
+    }
+
+    #[test]
+    fn quartiles_rank_unflipped_samples_last() {
+        let v = [Some(0.4), None, Some(0.1), Some(0.2)];
+        // Sorted: 0.1, 0.2, 0.4, ∞ → nearest-rank q1 = 0.1, median = 0.2, q3 = 0.4.
+        assert_eq!(quartiles(&v), (Some(0.1), Some(0.2), Some(0.4)));
+        assert_eq!(quartiles(&[None, None, Some(0.3)]), (Some(0.3), None, None));
+        assert_eq!(quartiles(&[]), (None, None, None));
     }
 
     #[test]

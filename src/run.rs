@@ -92,7 +92,9 @@ pub struct AttackRequest {
     pub attacks: Vec<String>,
     pub eps: Vec<EpsSpec>,
     pub norm: Norm,
-    pub steps: usize,
+    /// Gradient steps; `None` = each attack's default (10 for PGD, 100 for
+    /// APGD as AutoAttack, whose step-size schedule needs room to adapt).
+    pub steps: Option<usize>,
     pub step_size: StepSize,
     pub step_size_label: String,
     pub restarts: usize,
@@ -169,6 +171,9 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     };
     let attacks: Vec<Box<dyn attack::Attack>> =
         req.attacks.iter().map(|a| attack::by_name(a)).collect::<Result<_, _>>()?;
+    if let Some(a) = attacks.iter().find(|a| !a.supports(req.norm)) {
+        return Err(crate::error::AttackError::unsupported_norm(a.name(), req.norm.as_str()).into());
+    }
     let ds = dataset::scan(&req.data, req.labels.as_deref(), &[])?;
     let mut skipped: Vec<SkippedRecord> = ds
         .skipped
@@ -273,7 +278,11 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let budget_for = |name: &str, eps: f32| Budget {
         norm: req.norm,
         eps,
-        steps: if name == "square" { req.queries } else { req.steps },
+        steps: match name {
+            "square" => req.queries,
+            "apgd" | "apgd-dlr" => req.steps.unwrap_or(100),
+            _ => req.steps.unwrap_or(10),
+        },
         step_size: req.step_size.at(eps),
         restarts: req.restarts,
         random_start: req.random_start,
@@ -396,17 +405,51 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     }
     let checks = eval::trust_checks(&check_inputs);
 
+    let mut min_eps: Vec<Option<Option<f32>>> = vec![None; n];
+    let mut min_eps_summary = None;
+    if req.min_eps {
+        let eps_max = req.eps.iter().map(|e| e.value).fold(0.0, f32::max);
+        // A quarter of an 8-bit grey level: finer than any file can store.
+        let precision = 0.25 / 255.0;
+        let base = budget_for("pgd", eps_max);
+        let found: Vec<Option<f32>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let x = stack(&images, chunk);
+                let cls: Vec<usize> = chunk.iter().map(|&i| attack_classes[i]).collect();
+                let rng = |k: usize| sample_rng(req.seed, &format!("min-eps|{}|{}", req.norm, samples[chunk[k]].id));
+                attack::minimal_eps::minimal_eps(&counted, &x, &cls, &rng, &base, eps_max, precision)
+            })
+            .collect::<Result<Vec<_>, Error>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let (q1, median, q3) = eval::quartiles(&found);
+        min_eps_summary = Some(MinEpsSummary {
+            attack: "pgd".into(),
+            norm: req.norm.to_string(),
+            precision,
+            eps_max,
+            flipped: found.iter().filter(|v| v.is_some()).count(),
+            median,
+            q1,
+            q3,
+        });
+        min_eps = found.into_iter().map(Some).collect();
+    }
+
     let sample_records = samples
         .iter()
         .zip(&clean)
         .zip(outcomes)
-        .map(|((s, c), o)| SampleRecord {
+        .zip(min_eps)
+        .map(|(((s, c), o), m)| SampleRecord {
             id: s.id.clone(),
             label: s.label,
             clean_pred: c.pred,
             clean_confidence: c.probs[c.pred],
             outcomes: o,
-            min_eps: None,
+            min_eps: m,
         })
         .collect();
     let graph = model.graph();
@@ -454,7 +497,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         clean: Clean { accuracy: eval::clean_accuracy(&clean) },
         runs,
         samples: sample_records,
-        min_eps: None,
+        min_eps: min_eps_summary,
         checks,
         timing: Timing {
             seconds,

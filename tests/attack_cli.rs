@@ -194,3 +194,55 @@ fn unknown_attack_and_bad_eps_are_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("divides by zero"));
 }
+
+/// A model whose gradient is masked by a rounding step: the gradient-free
+/// square attack beats PGD, and the trust checks must say so.
+#[test]
+fn gradient_masking_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let model = write(tmp.path(), "masked_cnn.onnx", &gradient_masked_cnn());
+    let out = tmp.path().join("out");
+    let (o, r) = run(&[
+        "attack",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--eps",
+        "8/255,16/255",
+        "--attack",
+        "pgd,square,noise",
+        "--queries",
+        "300",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let check = |name: &str| r["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap();
+    assert_eq!(check("no_gradient_masking")["status"], "warn", "{}", check("no_gradient_masking"));
+    assert_eq!(check("gradients_finite")["status"], "warn", "{}", check("gradients_finite"));
+    // The same data on the unmasked CNN raises neither warning.
+    let out2 = tmp.path().join("out2");
+    let (_, r2) = run(&[
+        "attack",
+        "--model",
+        "models/pneumonia_cnn.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--eps",
+        "8/255,16/255",
+        "--attack",
+        "pgd,square,noise",
+        "--queries",
+        "300",
+        "--quiet",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    let check2 = |name: &str| r2["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap();
+    assert_eq!(check2("gradients_finite")["status"], "pass");
+    assert_eq!(check2("no_gradient_masking")["status"], "pass", "{}", check2("no_gradient_masking"));
+}

@@ -16,10 +16,13 @@
 //! may change between versions), with `libm` for the transcendental
 //! functions, so a seed means the same noise on every platform and version.
 
+pub mod apgd;
 pub mod fgsm;
+pub mod minimal_eps;
 pub mod noise;
 pub mod pgd;
 pub mod project;
+pub mod square;
 
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -154,6 +157,12 @@ impl Budget {
 /// has `x`'s shape and has passed [`check_budget`].
 pub trait Attack: Sync {
     fn name(&self) -> &'static str;
+    /// Whether the attack implements `norm`; `run` with another norm is an
+    /// error ([`AttackError::unsupported_norm`]); the CLI can check first.
+    fn supports(&self, norm: Norm) -> bool {
+        let _ = norm;
+        true
+    }
     fn run(
         &self,
         model: &dyn Objective,
@@ -166,7 +175,14 @@ pub trait Attack: Sync {
 
 /// Every attack: one line each.
 pub fn registry() -> Vec<Box<dyn Attack>> {
-    vec![Box::new(fgsm::Fgsm), Box::new(pgd::Pgd), Box::new(noise::Noise)]
+    vec![
+        Box::new(fgsm::Fgsm),
+        Box::new(pgd::Pgd),
+        Box::new(noise::Noise),
+        Box::new(apgd::Apgd::CE),
+        Box::new(apgd::Apgd::DLR),
+        Box::new(square::Square),
+    ]
 }
 
 /// Names of the registered attacks, in registry order.
@@ -411,7 +427,7 @@ mod tests {
         let x = ndarray::Array::from_shape_fn((3, 1, 2, 2), |(n, _, i, j)| (n + i * 2 + j) as f32 / 6.0).into_dyn();
         for norm in [Norm::Linf, Norm::L2] {
             let b = Budget::new(norm, 0.0);
-            for attack in registry() {
+            for attack in registry().into_iter().filter(|a| a.supports(norm)) {
                 let mut rngs: Vec<_> = (0..3).map(|i| sample_rng(1, &i.to_string())).collect();
                 let adv = attack.run(&model, &x, &[0, 1, 2], &mut rngs, &b).unwrap();
                 assert!(adv.iter().zip(&x).all(|(a, b)| a.to_bits() == b.to_bits()), "{} {norm}", attack.name());
@@ -491,7 +507,7 @@ mod tests {
             parts.iter().flat_map(bits).collect()
         };
         for b in &budgets {
-            for attack in registry() {
+            for attack in registry().into_iter().filter(|a| a.supports(b.norm)) {
                 let attack = attack.as_ref();
                 let batch = run_chunks(attack, b, std::slice::from_ref(&(0..n)));
                 let single: Vec<_> = (0..n).map(|i| i..i + 1).collect();

@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 /// z = W·flatten(x) + b, with W `[classes, pixels]`, in f64.
 /// Cross-entropy lse(z) − z_y has ∂/∂x = Wᵀ(p − e_y); the margin
 /// z_j − z_y (j the best other class, ties to the lowest index) has
-/// ∂/∂x = Wᵀ(e_j − e_y); targeted objectives are the negations.
+/// ∂/∂x = Wᵀ(e_j − e_y); DLR as `model::grad::loss`; targeted objectives
+/// are the negations.
 pub(crate) struct Linear {
     pub w: Array2<f64>,
     pub b: Vec<f64>,
@@ -86,7 +87,22 @@ impl Objective for Linear {
                     dz[[i, y]] -= sign;
                     losses.push((sign * (zi[j] - zi[y])) as f32);
                 }
-                LossKind::Dlr => return Err(GradError::Graph("the test model has no DLR".into()).into()),
+                LossKind::Dlr => {
+                    // −(z_y − z_j)/s, s = z_π1 − z_π3 + 1e-12 (sorted descending);
+                    // ∂/∂z_y = −1/s, ∂/∂z_j = 1/s, ∂/∂z_π1 += num/s², ∂/∂z_π3 −= num/s².
+                    if zi.len() < 3 {
+                        return Err(GradError::Graph("DLR needs at least 3 classes".into()).into());
+                    }
+                    let mut order: Vec<usize> = (0..zi.len()).collect();
+                    order.sort_by(|&a, &b| zi[b].total_cmp(&zi[a]));
+                    let s = zi[order[0]] - zi[order[2]] + 1e-12;
+                    let num = zi[y] - zi[j];
+                    losses.push((sign * (-num / s)) as f32);
+                    dz[[i, y]] -= sign / s;
+                    dz[[i, j]] += sign / s;
+                    dz[[i, order[0]]] += sign * num / (s * s);
+                    dz[[i, order[2]]] -= sign * num / (s * s);
+                }
             }
         }
         let grad = dz.dot(&w).mapv(|v| v as f32).into_shape_with_order(IxDyn(x.shape())).unwrap();

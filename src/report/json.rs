@@ -91,7 +91,8 @@ pub struct Settings {
     pub attacks: Vec<String>,
     pub eps: Vec<String>,
     pub norm: String,
-    pub steps: usize,
+    /// `null`: each attack's default (see `runs[].steps`).
+    pub steps: Option<usize>,
     pub step_size: String,
     pub restarts: usize,
     pub random_start: bool,

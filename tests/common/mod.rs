@@ -114,3 +114,29 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).expect("write test file");
     p
 }
+
+/// `models/pneumonia_cnn.onnx` with a hard quantisation step in front:
+/// x → round(255·x)/255. On 8-bit images it predicts exactly as the CNN, but
+/// its input gradient is zero everywhere (Round has derivative 0): the
+/// textbook gradient-masked model.
+pub fn gradient_masked_cnn() -> Vec<u8> {
+    let bytes = std::fs::read(repo().join("models/pneumonia_cnn.onnx")).expect("committed model");
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).expect("committed model decodes");
+    let graph = model.graph.as_mut().expect("graph");
+    for n in &mut graph.node {
+        for i in &mut n.input {
+            if i == "image" {
+                *i = "quantised".into();
+            }
+        }
+    }
+    let mut nodes = vec![
+        node("Mul", &["image", "k255"], &["scaled"]),
+        node("Round", &["scaled"], &["rounded"]),
+        node("Div", &["rounded", "k255"], &["quantised"]),
+    ];
+    nodes.append(&mut graph.node);
+    graph.node = nodes;
+    graph.initializer.push(float_tensor("k255", &[], &[255.0]));
+    model.encode_to_vec()
+}
