@@ -14,5 +14,6 @@ pub mod io;
 pub mod model;
 pub mod report;
 pub mod run;
+pub mod synthetic;
 
 pub use error::{Error, GradError, ModelError};

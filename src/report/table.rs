@@ -33,7 +33,7 @@ pub fn render(r: &Results) -> String {
             pct(run.robust_accuracy),
             pct(Some(run.flip_rate)),
             pct(run.attack_success_rate),
-            run.mean_confidence_drop
+            run.mean_confidence_drop + 0.0 // print −0.000 as 0.000
         );
     }
     if let Some(m) = &r.min_eps {
