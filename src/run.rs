@@ -412,7 +412,10 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         // A quarter of an 8-bit grey level: finer than any file can store.
         let precision = 0.25 / 255.0;
         let base = budget_for("pgd", eps_max);
-        let found: Vec<Option<f32>> = chunks
+        // Bisection runs sample by sample, so spread single samples over the
+        // workers whatever the batch size.
+        let singles: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        let found: Vec<Option<f32>> = singles
             .par_iter()
             .map(|chunk| {
                 let x = stack(&images, chunk);
