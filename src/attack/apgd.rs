@@ -329,14 +329,10 @@ fn random_start(adv: &mut ArrayD<f32>, x: &ArrayD<f32>, rngs: &mut [&mut ChaCha8
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Linear, cnn, synthetic_batch};
+    use super::super::testkit::{Linear, cnn, rngs, synthetic_batch};
     use super::super::{argmax, check_budget, pgd::Pgd, sample_rng};
     use super::*;
     use ndarray::IxDyn;
-
-    fn rngs(n: usize, seed: u64) -> Vec<ChaCha8Rng> {
-        (0..n).map(|i| sample_rng(seed, &i.to_string())).collect()
-    }
 
     /// AutoAttack with n_iter = 100: n_iter_2 = 22, size_decr = 3,
     /// n_iter_min = 6, so windows 22, 19, 16, 13, 10, 7, 6, 6 and

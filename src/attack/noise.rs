@@ -56,14 +56,10 @@ impl Attack for Noise {
 #[cfg(test)]
 mod tests {
     use super::super::pgd::Pgd;
-    use super::super::testkit::{cnn, synthetic_batch};
-    use super::super::{argmax, is_success, sample_rng};
+    use super::super::testkit::{cnn, rngs, synthetic_batch};
+    use super::super::{argmax, is_success};
     use super::*;
     use ndarray::IxDyn;
-
-    fn rngs(n: usize, seed: u64) -> Vec<ChaCha8Rng> {
-        (0..n).map(|i| sample_rng(seed, &i.to_string())).collect()
-    }
 
     /// Away from the range's edges, L∞ noise moves every pixel by exactly ε
     /// (x = 0.5 and ε a power of two make x ± ε exact) with both signs about

@@ -152,14 +152,10 @@ fn random_start(adv: &mut ArrayD<f32>, rngs: &mut [&mut ChaCha8Rng], b: &Budget)
 #[cfg(test)]
 mod tests {
     use super::super::fgsm::Fgsm;
-    use super::super::testkit::{Linear, cnn, synthetic_batch};
+    use super::super::testkit::{Linear, cnn, rngs, synthetic_batch};
     use super::super::{Loss, argmax, check_budget, sample_rng};
     use super::*;
     use ndarray::{Array2, IxDyn, array};
-
-    fn rngs(n: usize, seed: u64) -> Vec<ChaCha8Rng> {
-        (0..n).map(|i| sample_rng(seed, &i.to_string())).collect()
-    }
 
     /// Three classes, margin loss, label 0, x₀ = [0.5, 0.5, 0.5], ε = 0.1,
     /// α = 0.06, no random start:

@@ -216,14 +216,10 @@ impl Attack for Square {
 #[cfg(test)]
 mod tests {
     use super::super::noise::Noise;
-    use super::super::testkit::{Linear, cnn, synthetic_batch};
-    use super::super::{Loss, argmax, check_budget, sample_rng};
+    use super::super::testkit::{Linear, cnn, rngs, synthetic_batch};
+    use super::super::{Loss, argmax, check_budget};
     use super::*;
     use ndarray::{Array, IxDyn};
-
-    fn rngs(n: usize, seed: u64) -> Vec<ChaCha8Rng> {
-        (0..n).map(|i| sample_rng(seed, &i.to_string())).collect()
-    }
 
     /// The reference schedule at 10 000 queries, and its rescaling: with
     /// 1000 queries, iteration 100 counts as 1000 (p_init/16) and 101 as

@@ -148,3 +148,8 @@ pub(crate) fn synthetic_batch() -> ArrayD<f32> {
         v.clamp(0.0, 1.0)
     })
 }
+
+/// One generator per sample, seeded from its index.
+pub(crate) fn rngs(n: usize, seed: u64) -> Vec<super::ChaCha8Rng> {
+    (0..n).map(|i| super::sample_rng(seed, &i.to_string())).collect()
+}
