@@ -32,6 +32,30 @@ pub enum Command {
     },
     /// Attack a model on a folder of scans and measure how many diagnoses flip.
     Attack(AttackArgs),
+    /// Check a results.json against a robustness policy: exit 0 when every requirement holds, 1 when
+    /// any fails (one `FAIL` line each), 2 on error. Writes summary.md and junit.xml beside the results.
+    Gate {
+        /// The TOML policy (see docs/policies/example.toml).
+        #[arg(long)]
+        policy: PathBuf,
+        /// A results.json from an earlier run, for `max_robust_accuracy_drop`.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// The results.json written by `advscan attack`.
+        results: PathBuf,
+    },
+    /// Rebuild the reports beside a results.json from it alone: summary.md and junit.xml (the HTML
+    /// report will be added here). Exits 0 whatever the verdict; `advscan gate` gives the exit code.
+    Report {
+        /// The results.json written by `advscan attack`.
+        results: PathBuf,
+        /// Include this policy's verdict in the reports, as `attack --policy` does.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Baseline results.json for the policy's `max_robust_accuracy_drop`.
+        #[arg(long, requires = "policy")]
+        baseline: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -100,7 +124,10 @@ pub struct AttackArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Output folder for results.json.
+    /// Gate the run on this TOML policy once results.json is written (exit 1 when a requirement fails).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Output folder for results.json, summary.md and junit.xml.
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -48,6 +48,8 @@ pub enum Error {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
 }
 
 /// An attack that cannot run as asked, or whose result breaks its budget.
@@ -129,4 +131,24 @@ impl AttackError {
     pub fn unsupported_norm(attack: &'static str, norm: &'static str) -> AttackError {
         AttackError::Batch { attack, reason: format!("the {norm} norm is not supported by this attack") }
     }
+}
+
+/// A gate policy that cannot be read or applied. Each variant names the
+/// policy file (and the line of the requirement or key concerned), so a CI log
+/// says exactly what to fix. A requirement that cannot be evaluated is an
+/// error, never a silent pass.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("{}: cannot read the policy: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{}:{line}: {}{reason}",
+        path.display(),
+        key.as_ref().map(|k| format!("key '{k}': ")).unwrap_or_default()
+    )]
+    Policy { path: PathBuf, line: usize, key: Option<String>, reason: String },
+    #[error("{}:{line}: requirement '{requirement}' cannot be evaluated: {reason}", path.display())]
+    Unmatched { path: PathBuf, line: usize, requirement: String, reason: String },
+    #[error("{}: not a readable advscan results.json: {reason}", path.display())]
+    Results { path: PathBuf, reason: String },
 }

@@ -9,6 +9,7 @@ pub mod attack;
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod gate;
 pub mod inspect;
 pub mod io;
 pub mod model;
@@ -16,4 +17,4 @@ pub mod report;
 pub mod run;
 pub mod synthetic;
 
-pub use error::{Error, GradError, ModelError};
+pub use error::{Error, GateError, GradError, ModelError};

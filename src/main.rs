@@ -1,13 +1,55 @@
 //! The advscan binary: parse arguments, call the library, map the outcome to
-//! an exit code (0 pass, 1 gate failed, 2 error).
+//! an exit code (0 pass, 1 gate failed, 2 error). When several apply, the
+//! highest wins: an error or a skipped input (2) outranks a failed gate (1),
+//! since a gate verdict on an incomplete run cannot be trusted as a pass or a
+//! fail on its own.
 
 mod cli;
 
+use advscan::gate::{self, Policy, Verdict};
 use advscan::inspect::inspect;
+use advscan::report::json::Results;
 use advscan::run::{AttackRequest, run_attack};
 use clap::Parser;
 use cli::{Cli, Command};
+use std::path::Path;
 use std::process::ExitCode;
+
+/// Gates `results` (when a policy is given), writes summary.md and junit.xml
+/// into `dir`, and prints one `FAIL` line per failed requirement.
+fn gate_and_report(
+    dir: &Path,
+    results: &Results,
+    policy: Option<&Policy>,
+    baseline: Option<&Path>,
+) -> anyhow::Result<Option<Verdict>> {
+    let verdict = baseline
+        .map(gate::read_results)
+        .transpose()
+        .and_then(|b| policy.map(|p| gate::evaluate(p, results, b.as_ref())).transpose());
+    // The reports are written even when the policy cannot be applied: the
+    // run's figures are still worth reading.
+    advscan::report::write_machine_outputs(dir, results, verdict.as_ref().ok().and_then(Option::as_ref))?;
+    Ok(verdict?)
+}
+
+fn print_verdict(v: &Verdict) -> ExitCode {
+    for f in v.failures() {
+        println!("FAIL {}: measured {}, limit {}", f.requirement, f.measured, f.limit);
+    }
+    let failed = v.failures().count();
+    if failed == 0 {
+        println!("gate: passed ({} requirement(s))", v.outcomes.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("gate: FAILED ({failed} of {} requirement(s))", v.outcomes.len());
+        ExitCode::from(1)
+    }
+}
+
+fn parent(p: &Path) -> &Path {
+    p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(threads) = cli.threads {
@@ -25,6 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Attack(a) => {
+            // Read the policy first: a malformed one should fail before a long run, not after.
+            let policy = a.policy.as_deref().map(Policy::from_file).transpose()?;
             let step_size_label = match a.step_size {
                 advscan::run::StepSize::EpsOver(k) => format!("eps/{k}"),
                 advscan::run::StepSize::Absolute(v) => v.to_string(),
@@ -54,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = run_attack(&req)?;
             print!("{}", advscan::report::table::render(&outcome.results));
             println!("\nresults: {}", outcome.results_path.display());
+            let verdict = gate_and_report(parent(&outcome.results_path), &outcome.results, policy.as_ref(), None)?;
+            let code = verdict.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
             let skipped = outcome.results.data.skipped.len();
             if skipped > 0 {
                 // The run completed, but some inputs were not evaluated: say so in the status.
@@ -63,6 +109,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
+            Ok(code)
+        }
+        Command::Gate { policy, baseline, results } => {
+            let policy = Policy::from_file(&policy)?;
+            let r = gate::read_results(&results)?;
+            let verdict = gate_and_report(parent(&results), &r, Some(&policy), baseline.as_deref())?;
+            Ok(print_verdict(&verdict.expect("a policy was given")))
+        }
+        Command::Report { results, policy, baseline } => {
+            let policy = policy.as_deref().map(Policy::from_file).transpose()?;
+            let r = gate::read_results(&results)?;
+            gate_and_report(parent(&results), &r, policy.as_ref(), baseline.as_deref())?;
+            println!("wrote summary.md and junit.xml in {}", parent(&results).display());
             Ok(ExitCode::SUCCESS)
         }
     }

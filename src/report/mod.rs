@@ -1,8 +1,10 @@
-//! Outputs rendered from one [`json::Results`] structure: `results.json`
-//! now; the HTML page, Markdown summary and JUnit file render from the same
-//! structure, never recomputing anything.
+//! Outputs rendered from one [`json::Results`] structure: `results.json`,
+//! the Markdown summary and the JUnit file (the HTML page will join them),
+//! never recomputing anything.
 
 pub mod json;
+pub mod junit;
+pub mod markdown;
 pub mod table;
 
 use crate::error::Error;
@@ -20,4 +22,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Writes `summary.md` and `junit.xml` into `dir` (beside its results.json).
+pub fn write_machine_outputs(
+    dir: &Path,
+    results: &json::Results,
+    verdict: Option<&crate::gate::Verdict>,
+) -> Result<(), Error> {
+    write_atomic(&dir.join("summary.md"), markdown::render(results, verdict).as_bytes())?;
+    write_atomic(&dir.join("junit.xml"), junit::render(results, verdict).as_bytes())
 }
