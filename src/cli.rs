@@ -44,8 +44,8 @@ pub enum Command {
         /// The results.json written by `advscan attack`.
         results: PathBuf,
     },
-    /// Rebuild the reports beside a results.json from it alone: summary.md and junit.xml (the HTML
-    /// report will be added here). Exits 0 whatever the verdict; `advscan gate` gives the exit code.
+    /// Rebuild the reports beside a results.json from it alone: report.html, summary.md and
+    /// junit.xml. Exits 0 whatever the verdict; `advscan gate` gives the exit code.
     Report {
         /// The results.json written by `advscan attack`.
         results: PathBuf,
@@ -121,13 +121,17 @@ pub struct AttackArgs {
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, default_value_t = advscan::io::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Show this many of the most fragile samples (original, adversarial, perturbation) in
+    /// report.html; 0 disables the gallery.
+    #[arg(long, default_value_t = 8)]
+    pub gallery: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
     /// Gate the run on this TOML policy once results.json is written (exit 1 when a requirement fails).
     #[arg(long)]
     pub policy: Option<PathBuf>,
-    /// Output folder for results.json, summary.md and junit.xml.
+    /// Output folder for results.json, report.html, summary.md and junit.xml.
     #[arg(long)]
     pub out: PathBuf,
 }

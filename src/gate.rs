@@ -486,7 +486,7 @@ pub fn read_results(path: &Path) -> Result<Results, GateError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::json::*;
 
@@ -568,6 +568,7 @@ mod tests {
                 Check { name: "noise_baseline".into(), status: Status::Warn, detail: "hm".into() },
             ],
             timing: Timing { seconds: 1.0, forward_evals: 1, gradient_evals: 1, images_per_second: 1.0 },
+            gallery: vec![],
         }
     }
 

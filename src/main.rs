@@ -15,7 +15,7 @@ use cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Gates `results` (when a policy is given), writes summary.md and junit.xml
+/// Gates `results` (when a policy is given), writes report.html, summary.md and junit.xml
 /// into `dir`, and prints one `FAIL` line per failed requirement.
 fn gate_and_report(
     dir: &Path,
@@ -29,7 +29,7 @@ fn gate_and_report(
         .and_then(|b| policy.map(|p| gate::evaluate(p, results, b.as_ref())).transpose());
     // The reports are written even when the policy cannot be applied: the
     // run's figures are still worth reading.
-    advscan::report::write_machine_outputs(dir, results, verdict.as_ref().ok().and_then(Option::as_ref))?;
+    advscan::report::write_reports(dir, results, verdict.as_ref().ok().and_then(Option::as_ref))?;
     Ok(verdict?)
 }
 
@@ -94,11 +94,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 batch_size: a.batch_size as usize,
                 quiet: a.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 max_pixels: a.max_pixels,
+                gallery: a.gallery,
             };
             let outcome = run_attack(&req)?;
             print!("{}", advscan::report::table::render(&outcome.results));
             println!("\nresults: {}", outcome.results_path.display());
-            let verdict = gate_and_report(parent(&outcome.results_path), &outcome.results, policy.as_ref(), None)?;
+            // Render from the file as written, exactly as `advscan report` does, so
+            // both produce the same bytes whatever float parsing does.
+            let written = gate::read_results(&outcome.results_path)?;
+            let verdict = gate_and_report(parent(&outcome.results_path), &written, policy.as_ref(), None)?;
             let code = verdict.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
             let skipped = outcome.results.data.skipped.len();
             if skipped > 0 {
@@ -121,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let policy = policy.as_deref().map(Policy::from_file).transpose()?;
             let r = gate::read_results(&results)?;
             gate_and_report(parent(&results), &r, policy.as_ref(), baseline.as_deref())?;
-            println!("wrote summary.md and junit.xml in {}", parent(&results).display());
+            println!("wrote report.html, summary.md and junit.xml in {}", parent(&results).display());
             Ok(ExitCode::SUCCESS)
         }
     }

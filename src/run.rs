@@ -108,6 +108,8 @@ pub struct AttackRequest {
     pub batch_size: usize,
     pub quiet: bool,
     pub max_pixels: u64,
+    /// How many of the most fragile samples to show in the gallery (0: none).
+    pub gallery: usize,
 }
 
 /// The run's record, and whether any input was skipped (the binary turns
@@ -322,11 +324,22 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         Ok(parts.into_iter().flatten().collect())
     };
 
+    // The gallery shows the strongest attack at the largest ε; only the
+    // per-sample probability drop of that one run is kept here, and the few
+    // adversarial images shown are recomputed at the end.
+    let gallery_run: Option<(usize, usize)> = if req.gallery == 0 {
+        None
+    } else {
+        let a = (0..attacks.len()).min_by_key(|&k| (crate::report::attack_rank(attacks[k].name()), k));
+        let e = (0..req.eps.len()).rev().max_by(|&x, &y| req.eps[x].value.total_cmp(&req.eps[y].value));
+        a.zip(e)
+    };
+    let mut drops = vec![0f32; n];
     let mut runs = Vec::new();
     let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); n];
     let mut points = Vec::new();
-    for a in &attacks {
-        for eps in &req.eps {
+    for (ai, a) in attacks.iter().enumerate() {
+        for (ei, eps) in req.eps.iter().enumerate() {
             bar.set_message(format!("{} {}", a.name(), eps.label));
             let t = Instant::now();
             let per_sample = attack_all(a.as_ref(), eps, &chunks)?;
@@ -344,6 +357,9 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     linf,
                     l2,
                 });
+                if gallery_run == Some((ai, ei)) {
+                    drops[i] = clean[i].probs[clean[i].pred] - p[clean[i].pred];
+                }
                 probs[i] = p;
             }
             let stats = eval::summarize(&clean, &probs, req.targeted, classes);
@@ -441,6 +457,53 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         min_eps = found.into_iter().map(Some).collect();
     }
 
+    let mut gallery = Vec::new();
+    if let Some((ai, ei)) = gallery_run {
+        // Most fragile first: smallest minimal ε when measured (unflipped last),
+        // else the largest drop; ties keep the data set's order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&i, &j| {
+            let by_drop = drops[j].total_cmp(&drops[i]);
+            if req.min_eps {
+                let m = |k: usize| min_eps[k].flatten().unwrap_or(f32::INFINITY);
+                m(i).total_cmp(&m(j)).then(by_drop)
+            } else {
+                by_drop
+            }
+        });
+        order.truncate(req.gallery);
+        let (a, eps) = (attacks[ai].as_ref(), &req.eps[ei]);
+        let budget = budget_for(a.name(), eps.value);
+        gallery = order
+            .par_iter()
+            .map(|&i| {
+                let x = stack(&images, &[i]);
+                let mut rngs =
+                    vec![sample_rng(req.seed, &format!("{}|{}|{}|{}", a.name(), req.norm, eps.label, samples[i].id))];
+                let adv = a.run(&counted, &x, &[attack_classes[i]], &mut rngs, &budget)?;
+                let p = eval::softmax(&counted.logits(&adv)?.row(0).to_vec());
+                let pred = eval::argmax(&p);
+                let enc = |e: String| Error::Output { path: req.out.join("results.json"), reason: e };
+                let (clean_png, adversarial_png, perturbation_png, scale) =
+                    gallery_images(x.index_axis(Axis(0), 0), adv.index_axis(Axis(0), 0)).map_err(enc)?;
+                Ok(GalleryItem {
+                    id: samples[i].id.clone(),
+                    attack: a.name().into(),
+                    norm: req.norm.to_string(),
+                    eps_label: eps.label.clone(),
+                    clean_pred: clean[i].pred,
+                    clean_confidence: clean[i].probs[clean[i].pred],
+                    adv_pred: pred,
+                    adv_confidence: p[pred],
+                    scale,
+                    clean_png,
+                    adversarial_png,
+                    perturbation_png,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+    }
+
     let sample_records = samples
         .iter()
         .zip(&clean)
@@ -508,6 +571,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             gradient_evals: gradient,
             images_per_second: if seconds > 0.0 { (total as f64) / seconds } else { 0.0 },
         },
+        gallery,
     };
     std::fs::create_dir_all(&req.out).map_err(|e| Error::Output { path: req.out.clone(), reason: e.to_string() })?;
     let results_path = req.out.join("results.json");
@@ -542,4 +606,37 @@ fn directional_probes(
         out.push((gd, (plus - minus) / (2.0 * h as f64)));
     }
     Ok(out)
+}
+
+/// One image `[C, H, W]` in the model's [0, 1] input range as a base64 PNG:
+/// RGB for 3 channels, else 8-bit grey of the first channel.
+fn png_base64(img: ndarray::ArrayViewD<f32>, to_unit: impl Fn(f32) -> f32) -> Result<String, String> {
+    use base64::Engine as _;
+    use image::ImageEncoder as _;
+    let (c, h, w) = (img.shape()[0], img.shape()[1], img.shape()[2]);
+    let px = |v: f32| (to_unit(v).clamp(0.0, 1.0) * 255.0).round() as u8;
+    let (bytes, color): (Vec<u8>, _) = if c == 3 {
+        let b = (0..h * w).flat_map(|k| (0..3).map(move |ch| (ch, k / w, k % w))).map(|(ch, y, x)| px(img[[ch, y, x]]));
+        (b.collect(), image::ExtendedColorType::Rgb8)
+    } else {
+        ((0..h * w).map(|k| px(img[[0, k / w, k % w]])).collect(), image::ExtendedColorType::L8)
+    };
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&bytes, w as u32, h as u32, color)
+        .map_err(|e| format!("gallery image: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+/// (clean, adversarial, perturbation, scale): the perturbation δ is drawn as
+/// 0.5 + scale·δ with scale = 0.5 / max|δ|, so ±max|δ| is black/white around
+/// mid-grey (scale 1 when nothing changed).
+fn gallery_images(
+    x: ndarray::ArrayViewD<f32>,
+    adv: ndarray::ArrayViewD<f32>,
+) -> Result<(String, String, String, f32), String> {
+    let delta = &adv - &x;
+    let max = delta.iter().fold(0f32, |m, d| m.max(d.abs()));
+    let scale = if max > 0.0 { 0.5 / max } else { 1.0 };
+    Ok((png_base64(x, |v| v)?, png_base64(adv, |v| v)?, png_base64(delta.view(), |d| 0.5 + scale * d)?, scale))
 }

@@ -117,12 +117,17 @@ fn report_rebuilds_identical_outputs_and_junit_is_well_formed() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let (md, xml) = (results.with_file_name("summary.md"), results.with_file_name("junit.xml"));
     let (md0, xml0) = (std::fs::read_to_string(&md).unwrap(), std::fs::read_to_string(&xml).unwrap());
+    let html = results.with_file_name("report.html");
+    let html0 = std::fs::read(&html).unwrap();
+    assert!(String::from_utf8_lossy(&html0).contains("data:image/png;base64,"), "default --gallery 8 shows images");
     std::fs::remove_file(&md).unwrap();
     std::fs::remove_file(&xml).unwrap();
+    std::fs::remove_file(&html).unwrap();
     let o = advscan(&["report", results.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(std::fs::read_to_string(&md).unwrap(), md0);
     assert_eq!(std::fs::read_to_string(&xml).unwrap(), xml0);
+    assert!(std::fs::read(&html).unwrap() == html0, "report.html rebuilt from results.json differs");
 
     // Put markup in a check's detail and fail it: junit.xml must escape it and count it.
     let mut r: advscan::report::json::Results = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();

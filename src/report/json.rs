@@ -26,6 +26,17 @@
 //! - `min_eps`: with `--min-eps`, `{attack, norm, precision, eps_max, flipped, median, q1, q3}`.
 //! - `checks`: `[{name, status: pass|warn|fail, detail}]`.
 //! - `timing`: `{seconds, forward_evals, gradient_evals, images_per_second}`.
+//!
+//! Optional keys (absent from older files and when empty):
+//! - `gallery`: the `--gallery N` most fragile samples (smallest `min_eps` when measured, else
+//!   largest drop in the clean prediction's probability) under the strongest attack run at the
+//!   largest ε (apgd > pgd > fgsm > square > noise): `[{id, attack, norm, eps_label, clean_pred,
+//!   clean_confidence, adv_pred, adv_confidence, scale, clean_png, adversarial_png,
+//!   perturbation_png}]`. The images are base64 PNGs of the model input (8-bit grey, RGB for
+//!   3-channel models); the perturbation is shown as `0.5 + scale·δ`, so ±max|δ| maps to
+//!   black/white around mid-grey (`scale` = 0.5 / max|δ|, in model-input units). The adversarial
+//!   image is recomputed for these samples alone (same per-sample seed), and `adv_pred` /
+//!   `adv_confidence` are those of that image.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +56,25 @@ pub struct Results {
     pub min_eps: Option<MinEpsSummary>,
     pub checks: Vec<Check>,
     pub timing: Timing,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gallery: Vec<GalleryItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryItem {
+    pub id: String,
+    pub attack: String,
+    pub norm: String,
+    pub eps_label: String,
+    pub clean_pred: usize,
+    pub clean_confidence: f32,
+    pub adv_pred: usize,
+    pub adv_confidence: f32,
+    /// Amplification of the perturbation image: pixel = 0.5 + scale·δ.
+    pub scale: f32,
+    pub clean_png: String,
+    pub adversarial_png: String,
+    pub perturbation_png: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

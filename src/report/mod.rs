@@ -1,11 +1,19 @@
 //! Outputs rendered from one [`json::Results`] structure: `results.json`,
-//! the Markdown summary and the JUnit file (the HTML page will join them),
-//! never recomputing anything.
+//! the HTML page, the Markdown summary and the JUnit file, never
+//! recomputing anything.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
+pub mod plot;
 pub mod table;
+
+/// Attack strength for choosing one run to show (gallery, confusion
+/// tables): lower is stronger; unknown attacks come last.
+pub fn attack_rank(name: &str) -> usize {
+    ["apgd", "apgd-dlr", "pgd", "fgsm", "square", "noise"].iter().position(|a| *a == name).unwrap_or(6)
+}
 
 use crate::error::Error;
 use std::path::Path;
@@ -24,12 +32,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Writes `summary.md` and `junit.xml` into `dir` (beside its results.json).
-pub fn write_machine_outputs(
-    dir: &Path,
-    results: &json::Results,
-    verdict: Option<&crate::gate::Verdict>,
-) -> Result<(), Error> {
+/// Writes `report.html`, `summary.md` and `junit.xml` into `dir` (beside its results.json).
+pub fn write_reports(dir: &Path, results: &json::Results, verdict: Option<&crate::gate::Verdict>) -> Result<(), Error> {
+    write_atomic(&dir.join("report.html"), html::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("summary.md"), markdown::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("junit.xml"), junit::render(results, verdict).as_bytes())
 }
