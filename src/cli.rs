@@ -125,6 +125,9 @@ pub struct AttackArgs {
     /// report.html; 0 disables the gallery.
     #[arg(long, default_value_t = 8)]
     pub gallery: usize,
+    /// Reports name samples by short hashes instead of their paths; DIR/ids.csv maps them back.
+    #[arg(long)]
+    pub anonymize: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -95,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 quiet: a.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 max_pixels: a.max_pixels,
                 gallery: a.gallery,
+                anonymize: a.anonymize,
             };
             let outcome = run_attack(&req)?;
             print!("{}", advscan::report::table::render(&outcome.results));

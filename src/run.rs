@@ -110,6 +110,8 @@ pub struct AttackRequest {
     pub max_pixels: u64,
     /// How many of the most fragile samples to show in the gallery (0: none).
     pub gallery: usize,
+    /// Replace sample names and input paths by short hashes; write `ids.csv`.
+    pub anonymize: bool,
 }
 
 /// The run's record, and whether any input was skipped (the binary turns
@@ -527,7 +529,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let seconds = started.elapsed().as_secs_f64();
     let forward = counted.forward.load(Ordering::Relaxed);
     let gradient = counted.gradient.load(Ordering::Relaxed);
-    let results = Results {
+    let mut results = Results {
         schema_version: SCHEMA_VERSION,
         tool: Tool { name: "advscan".into(), version: env!("CARGO_PKG_VERSION").into() },
         model: ModelRecord {
@@ -574,6 +576,10 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         gallery,
     };
     std::fs::create_dir_all(&req.out).map_err(|e| Error::Output { path: req.out.clone(), reason: e.to_string() })?;
+    if req.anonymize {
+        let map = crate::report::anonymize::anonymize(&mut results);
+        crate::report::write_atomic(&req.out.join("ids.csv"), crate::report::anonymize::ids_csv(&map).as_bytes())?;
+    }
     let results_path = req.out.join("results.json");
     crate::report::write_atomic(&results_path, results.to_json().as_bytes())?;
     Ok(RunOutcome { results, results_path })

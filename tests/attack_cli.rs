@@ -246,3 +246,57 @@ fn gradient_masking_is_flagged() {
     assert_eq!(check2("gradients_finite")["status"], "pass");
     assert_eq!(check2("no_gradient_masking")["status"], "pass", "{}", check2("no_gradient_masking"));
 }
+
+/// With --anonymize no file or folder name of the inputs appears in any
+/// report file; ids.csv (and only it) maps the short ids back.
+#[test]
+fn anonymize_keeps_input_names_out_of_every_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("PATIENT_DOE_JOHN");
+    std::fs::create_dir_all(data.join("1")).unwrap();
+    blob_png(&data.join("1/MRN4711_chest.png"), 3);
+    blob_png(&data.join("jane_roe_followup.png"), 4);
+    std::fs::write(data.join("MRN0815_broken.png"), b"not a png").unwrap();
+    let out = tmp.path().join("out");
+    let (o, r) = run(&[
+        "attack",
+        "--model",
+        "models/pneumonia_cnn.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--eps",
+        "8/255",
+        "--attack",
+        "pgd",
+        "--anonymize",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "one input skipped");
+    assert_eq!(r["data"]["samples"], 2);
+    let secrets = ["DOE_JOHN", "MRN4711", "jane_roe", "MRN0815"];
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for s in secrets {
+            if name == "ids.csv" {
+                continue;
+            }
+            assert!(!bytes.contains(s), "{name} contains '{s}'");
+        }
+    }
+    for s in [&o.stdout, &o.stderr] {
+        let text = String::from_utf8_lossy(s);
+        assert!(secrets.iter().all(|x| !text.contains(x)), "console output leaks a name: {text}");
+    }
+    let ids = std::fs::read_to_string(out.join("ids.csv")).unwrap();
+    assert!(ids.starts_with("id,path\n"));
+    for s in &r["samples"].as_array().unwrap()[..] {
+        let id = s["id"].as_str().unwrap();
+        assert!(id.starts_with("s-") && id.len() == 14, "{id}");
+        assert!(ids.contains(&format!("\"{id}\",")), "{id} is mapped in ids.csv");
+    }
+    assert!(ids.contains("MRN4711_chest.png") && ids.contains("MRN0815_broken.png"));
+}

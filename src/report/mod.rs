@@ -2,6 +2,7 @@
 //! the HTML page, the Markdown summary and the JUnit file, never
 //! recomputing anything.
 
+pub mod anonymize;
 pub mod html;
 pub mod json;
 pub mod junit;
