@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 /// Writes the demo set and runs one small attack; returns (tmp, results.json).
 fn attacked(extra: &[&str]) -> (tempfile::TempDir, PathBuf, std::process::Output) {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (name, img) in advscan::synthetic::demo_set(6) {
-        img.save(data.join(name)).unwrap();
-    }
+    let data = demo_data(tmp.path(), 6);
     let out = tmp.path().join("out");
     let mut args = vec![
         "attack",
@@ -169,11 +165,7 @@ fn ci_examples_use_a_valid_policy() {
     // Same attacks and ε as the CI command, on the small CNN so the test is quick.
     let (attack, eps) = attack_args.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (name, img) in advscan::synthetic::demo_set(4) {
-        img.save(data.join(name)).unwrap();
-    }
+    let data = demo_data(tmp.path(), 4);
     let out = tmp.path().join("out");
     let o = advscan(&[
         "attack",

@@ -34,11 +34,7 @@ fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn report_loads_in_headless_chromium_with_charts_and_gallery() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (name, img) in advscan::synthetic::demo_set(6) {
-        img.save(data.join(name)).unwrap();
-    }
+    let data = demo_data(tmp.path(), 6);
     let out = tmp.path().join("out");
     let o = advscan(&[
         "attack",

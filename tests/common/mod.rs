@@ -140,3 +140,13 @@ pub fn gradient_masked_cnn() -> Vec<u8> {
     graph.initializer.push(float_tensor("k255", &[], &[255.0]));
     model.encode_to_vec()
 }
+
+/// Writes the first `n` images of the synthetic demo set into `dir/data` and returns that folder.
+pub fn demo_data(dir: &Path, n: usize) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("create data folder");
+    for (name, img) in advscan::synthetic::demo_set(n) {
+        img.save(data.join(name)).expect("write demo image");
+    }
+    data
+}
