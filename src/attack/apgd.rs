@@ -57,8 +57,8 @@
 //! defined. With ≥ 3 classes it is `LossKind::Dlr`.
 
 use super::{
-    Attack, Budget, ChaCha8Rng, Loss, LossKind, Norm, Objective, ascent_direction, is_success, prepare, project,
-    standard_normal, uniform01,
+    Attack, Budget, ChaCha8Rng, Loss, LossKind, Norm, Objective, Restart, ascent_direction, is_success, prepare,
+    project, standard_normal, uniform01, worst_over_restarts,
 };
 use crate::error::{AttackError, Error};
 use ndarray::{ArrayD, Axis, Zip};
@@ -130,30 +130,12 @@ impl Attack for Apgd {
             return Err(AttackError::Batch { attack: name, reason }.into());
         }
         let loss = self.loss(budget, clean.ncols());
-        let mut best = x.clone();
-        let mut best_objective = vec![f32::NEG_INFINITY; n];
         // Already a success on the clean image: returned as is (AutoAttack).
-        let mut fooled: Vec<bool> = clean.outer_iter().zip(classes).map(|(z, &c)| is_success(z, c, targeted)).collect();
-        for restart in 0..budget.restarts {
-            let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
-            if active.is_empty() {
-                break;
-            }
-            let xa = x.select(Axis(0), &active);
-            let ca: Vec<usize> = active.iter().map(|&i| classes[i]).collect();
-            let mut ra: Vec<&mut ChaCha8Rng> =
-                rngs.iter_mut().zip(&fooled).filter(|(_, f)| !**f).map(|(r, _)| r).collect();
-            let run = apgd_once(name, model, &xa, &ca, &mut ra, budget, loss)?;
-            for (k, &i) in active.iter().enumerate() {
-                // Restart 0 always fills the slot; a NaN objective never wins,
-                // a tie keeps the earlier restart.
-                if restart == 0 || run.success[k] || run.best_objective[k] > best_objective[i] {
-                    best.index_axis_mut(Axis(0), i).assign(&run.adv.index_axis(Axis(0), k));
-                    best_objective[i] = run.best_objective[k];
-                }
-                fooled[i] = run.success[k];
-            }
-        }
+        let fooled: Vec<bool> = clean.outer_iter().zip(classes).map(|(z, &c)| is_success(z, c, targeted)).collect();
+        let best = worst_over_restarts(&x, classes, rngs, budget.restarts, fooled, |xa, ca, ra| {
+            let run = apgd_once(name, model, xa, ca, ra, budget, loss)?;
+            Ok(Restart { adv: run.adv, objective: run.best_objective, success: run.success })
+        })?;
         project::check_budget(name, &x, &best, budget)?;
         Ok(best)
     }

@@ -173,6 +173,51 @@ pub trait Attack: Sync {
     ) -> Result<ArrayD<f32>, Error>;
 }
 
+/// One restart of an iterative attack over the still-unfooled samples: per
+/// sample its result, the objective that ranks it, and whether it fooled the model.
+pub(crate) struct Restart {
+    pub adv: ArrayD<f32>,
+    pub objective: Vec<f32>,
+    pub success: Vec<bool>,
+}
+
+/// Runs `once` up to `restarts` times and keeps, per sample, the worst case:
+/// the first restart that fools the model, else the one with the highest
+/// objective. Samples already fooled (`fooled`, then each restart's
+/// successes) are not attacked again, and each draws only from its own rng.
+/// Restart 0 always fills a sample's slot; a NaN objective never wins, and a
+/// tie keeps the earlier restart.
+pub(crate) fn worst_over_restarts(
+    x: &ArrayD<f32>,
+    classes: &[usize],
+    rngs: &mut [ChaCha8Rng],
+    restarts: usize,
+    mut fooled: Vec<bool>,
+    mut once: impl FnMut(&ArrayD<f32>, &[usize], &mut [&mut ChaCha8Rng]) -> Result<Restart, Error>,
+) -> Result<ArrayD<f32>, Error> {
+    let n = x.shape()[0];
+    let mut best = x.clone();
+    let mut best_objective = vec![f32::NEG_INFINITY; n];
+    for restart in 0..restarts {
+        let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
+        if active.is_empty() {
+            break;
+        }
+        let xa = x.select(Axis(0), &active);
+        let ca: Vec<usize> = active.iter().map(|&i| classes[i]).collect();
+        let mut ra: Vec<&mut ChaCha8Rng> = rngs.iter_mut().zip(&fooled).filter(|(_, f)| !**f).map(|(r, _)| r).collect();
+        let run = once(&xa, &ca, &mut ra)?;
+        for (k, &i) in active.iter().enumerate() {
+            if restart == 0 || run.success[k] || run.objective[k] > best_objective[i] {
+                best.index_axis_mut(Axis(0), i).assign(&run.adv.index_axis(Axis(0), k));
+                best_objective[i] = run.objective[k];
+            }
+            fooled[i] = run.success[k];
+        }
+    }
+    Ok(best)
+}
+
 /// Every attack: one line each.
 pub fn registry() -> Vec<Box<dyn Attack>> {
     vec![

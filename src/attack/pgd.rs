@@ -25,8 +25,8 @@
 //! generator.
 
 use super::{
-    Attack, Budget, ChaCha8Rng, Norm, Objective, add_scaled, ascent_direction, is_success, prepare, project,
-    standard_normal, uniform01,
+    Attack, Budget, ChaCha8Rng, Norm, Objective, Restart, add_scaled, ascent_direction, is_success, prepare, project,
+    standard_normal, uniform01, worst_over_restarts,
 };
 use crate::error::{AttackError, Error};
 use ndarray::{ArrayD, Axis};
@@ -50,54 +50,34 @@ impl Attack for Pgd {
     ) -> Result<ArrayD<f32>, Error> {
         let x = prepare(NAME, x, classes, rngs.len(), budget)?;
         let n = x.shape()[0];
-        let mut best = x.clone();
-        let mut best_objective = vec![f32::NEG_INFINITY; n];
-        let mut fooled = vec![false; n];
         let targeted = budget.loss.targeted;
-        for restart in 0..budget.restarts {
-            let active: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
-            if active.is_empty() {
-                break;
-            }
-            let xa = x.select(Axis(0), &active);
-            let ca: Vec<usize> = active.iter().map(|&i| classes[i]).collect();
-            let mut ra: Vec<&mut ChaCha8Rng> =
-                rngs.iter_mut().zip(&fooled).filter(|(_, f)| !**f).map(|(r, _)| r).collect();
-            let adv = pgd_once(model, &xa, &ca, &mut ra, budget)?;
+        let best = worst_over_restarts(&x, classes, rngs, budget.restarts, vec![false; n], |xa, ca, ra| {
+            let adv = pgd_once(model, xa, ca, ra, budget)?;
+            let m = ca.len();
             if budget.restarts == 1 {
-                best = adv;
-                break;
+                // Nothing to rank: restart 0 fills every slot, so skip the evaluation.
+                return Ok(Restart { adv, objective: vec![f32::NAN; m], success: vec![false; m] });
             }
             // "Fooled?" is decided on the logits the evaluation reports
             // (`Objective::logits`); the objective only ranks restarts that
             // did not fool the model, so it is computed only if there are any.
             let logits = model.logits(&adv)?;
             let success: Vec<bool> =
-                active.iter().zip(logits.outer_iter()).map(|(&i, z)| is_success(z, classes[i], targeted)).collect();
+                ca.iter().zip(logits.outer_iter()).map(|(&c, z)| is_success(z, c, targeted)).collect();
             let objective = match success.iter().all(|&s| s) {
-                true => vec![f32::NAN; active.len()],
-                false => model.loss_and_grad(adv.clone(), &ca, budget.loss)?.losses,
+                true => vec![f32::NAN; m],
+                false => model.loss_and_grad(adv.clone(), ca, budget.loss)?.losses,
             };
-            if success.len() != active.len() || objective.len() != active.len() {
+            if success.len() != m || objective.len() != m {
                 let reason = format!(
-                    "the model returned {} logit rows and {} objectives for {} samples",
+                    "the model returned {} logit rows and {} objectives for {m} samples",
                     logits.nrows(),
                     objective.len(),
-                    active.len()
                 );
                 return Err(AttackError::Batch { attack: NAME, reason }.into());
             }
-            for (k, &i) in active.iter().enumerate() {
-                // Restart 0 always fills the slot so every sample has a
-                // candidate; a NaN objective never wins a comparison, and a
-                // tie keeps the earlier restart.
-                if restart == 0 || success[k] || objective[k] > best_objective[i] {
-                    best.index_axis_mut(Axis(0), i).assign(&adv.index_axis(Axis(0), k));
-                    best_objective[i] = objective[k];
-                }
-                fooled[i] = success[k];
-            }
-        }
+            Ok(Restart { adv, objective, success })
+        })?;
         project::check_budget(NAME, &x, &best, budget)?;
         Ok(best)
     }
