@@ -50,6 +50,8 @@ pub enum Error {
     Dataset(#[from] DatasetError),
     #[error(transparent)]
     Gate(#[from] GateError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// An attack that cannot run as asked, or whose result breaks its budget.

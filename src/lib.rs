@@ -6,13 +6,16 @@
 //! report → gate.
 
 pub mod attack;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod inspect;
 pub mod io;
+pub mod merge;
 pub mod model;
+pub mod preprocess;
 pub mod report;
 pub mod run;
 pub mod synthetic;
