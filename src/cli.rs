@@ -2,7 +2,8 @@
 //! touches a file.
 
 use advscan::attack::Norm;
-use advscan::run::{EpsSpec, StepSize, parse_eps};
+use advscan::report::json::Shard;
+use advscan::run::{EpsSpec, StepSize, parse_eps, parse_shard};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -32,6 +33,20 @@ pub enum Command {
     },
     /// Attack a model on a folder of scans and measure how many diagnoses flip.
     Attack(AttackArgs),
+    /// Combine the results of `advscan attack --shard K/N` runs (shards 1..N, each once) into the
+    /// results.json one unsharded run would have written, plus report.html, summary.md and junit.xml.
+    /// Exit codes as `attack`. See docs/sharding.md.
+    Merge {
+        /// The shards' output folders (or their results.json files), in any order.
+        #[arg(required = true, value_name = "DIR")]
+        inputs: Vec<PathBuf>,
+        /// Gate the merged results on this TOML policy (exit 1 when a requirement fails).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Output folder for the merged results.json and reports.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check a results.json against a robustness policy: exit 0 when every requirement holds, 1 when
     /// any fails (one `FAIL` line each), 2 on error. Writes summary.md and junit.xml beside the results.
     Gate {
@@ -128,6 +143,10 @@ pub struct AttackArgs {
     /// Reports name samples by short hashes instead of their paths; DIR/ids.csv maps them back.
     #[arg(long)]
     pub anonymize: bool,
+    /// Evaluate only shard K of N (1 ≤ K ≤ N): the data set listing entries i with i mod N = K−1.
+    /// Combine the N outputs with `advscan merge`.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -3,8 +3,20 @@
 //! and the trust checks (Carlini et al. 2019, "On Evaluating Adversarial
 //! Robustness", and AutoAttack's flags) that say whether those numbers can
 //! be believed. Pure functions over plain data; nothing here runs a model.
+//!
+//! [`aggregate`] is the one place where `results.json`'s aggregates are
+//! computed from its per-sample records: `advscan attack` and `advscan merge`
+//! both call it, which is what makes merged shards equal a single run.
 
-use crate::report::json::{Check, ClassRecord, Status};
+use crate::report::json::{Check, ClassRecord, MinEpsSummary, Results, Status};
+use std::cmp::Ordering;
+
+/// The minimal-ε search stops when the bracket is narrower than this: a
+/// quarter of an 8-bit grey level, finer than any file can store.
+pub const MIN_EPS_PRECISION: f32 = 0.25 / 255.0;
+
+/// Directional-derivative probes per run: the first this many evaluated samples.
+pub const DIRECTIONAL_PROBES: usize = 4;
 
 /// A sample's clean prediction.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,11 +58,46 @@ pub fn clean_accuracy(clean: &[CleanOutcome]) -> Option<f64> {
     ratio(clean.iter().filter(|c| c.label == Some(c.pred)).count(), labelled)
 }
 
+/// One sample under one run, as much as the aggregate figures need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRun {
+    pub label: Option<usize>,
+    pub clean_pred: usize,
+    /// Probability of `clean_pred` on the clean image.
+    pub clean_confidence: f32,
+    /// Prediction under attack.
+    pub adv_pred: usize,
+    /// Probability of `clean_pred` under attack.
+    pub adv_clean_prob: f32,
+}
+
 /// Aggregates one run. `adv_probs[i]` are sample i's probabilities under
 /// attack; `target` is the target class of a targeted run.
 pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<usize>, classes: usize) -> RunStats {
+    let items: Vec<SampleRun> = clean
+        .iter()
+        .zip(adv_probs)
+        .map(|(c, p)| SampleRun {
+            label: c.label,
+            clean_pred: c.pred,
+            clean_confidence: c.probs[c.pred],
+            adv_pred: argmax(p),
+            adv_clean_prob: p.get(c.pred).copied().unwrap_or(0.0),
+        })
+        .collect();
+    summarize_samples(&items, target, classes)
+}
+
+/// Aggregates one run from its per-sample records, in sample order (the
+/// confidence drops are summed in that order, in f64).
+pub fn summarize_samples(items: &[SampleRun], target: Option<usize>, classes: usize) -> RunStats {
+    struct C {
+        label: Option<usize>,
+        pred: usize,
+    }
+    let clean: Vec<C> = items.iter().map(|s| C { label: s.label, pred: s.clean_pred }).collect();
     let n = clean.len();
-    let adv_pred: Vec<usize> = adv_probs.iter().map(|p| argmax(p)).collect();
+    let adv_pred: Vec<usize> = items.iter().map(|s| s.adv_pred).collect();
     let labelled = clean.iter().filter(|c| c.label.is_some()).count();
     // Clean mistakes are not robust: robust = correct before and after.
     let robust = clean.iter().zip(&adv_pred).filter(|(c, a)| c.label == Some(c.pred) && c.label == Some(**a)).count();
@@ -63,11 +110,7 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
             None => Some(adv_pred[i]) != clean[i].label,
         })
         .count();
-    let drop: f64 = clean
-        .iter()
-        .zip(adv_probs)
-        .map(|(c, p)| (c.probs[c.pred] - p.get(c.pred).copied().unwrap_or(0.0)) as f64)
-        .sum();
+    let drop: f64 = items.iter().map(|s| (s.clean_confidence - s.adv_clean_prob) as f64).sum();
     let mut per_class = Vec::new();
     for class in 0..classes {
         // Group by label, or by clean prediction for unlabelled samples.
@@ -313,6 +356,112 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
     out
 }
 
+/// The gallery's ranking, most fragile first: the smallest minimal ε (`None`:
+/// not measured, or not flipped within the largest ε, ranks last), then the
+/// largest confidence drop, then the listing index. Each argument is
+/// `(minimal ε, drop, listing index)`.
+pub fn fragility_cmp(a: (Option<f32>, f32, usize), b: (Option<f32>, f32, usize)) -> Ordering {
+    let m = |v: Option<f32>| v.unwrap_or(f32::INFINITY);
+    m(a.0).total_cmp(&m(b.0)).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2))
+}
+
+/// Recomputes every aggregate of `r` from its per-sample records and its
+/// settings: `data.samples`, `data.labelled`, `clean.accuracy`, the figures of
+/// each run (`robust_accuracy`, `flip_rate`, `attack_success_rate`,
+/// `mean_confidence_drop`, `per_class`), the `min_eps` summary and `checks`.
+/// `runs` must already hold each run's description (attack, ε, budget, seconds);
+/// `samples[i].outcomes[k]` must belong to `runs[k]`. `classes` is the model's
+/// class count. The error says which record does not fit.
+pub fn aggregate(r: &mut Results, classes: usize) -> Result<(), String> {
+    let n = r.samples.len();
+    for s in &r.samples {
+        if s.outcomes.len() != r.runs.len() {
+            return Err(format!("sample '{}' has {} outcome(s) for {} run(s)", s.id, s.outcomes.len(), r.runs.len()));
+        }
+        if let Some(o) = s.outcomes.iter().zip(&r.runs).find(|(o, run)| {
+            (o.attack.as_str(), o.norm.as_str(), o.eps_label.as_str())
+                != (run.attack.as_str(), run.norm.as_str(), run.eps_label.as_str())
+        }) {
+            return Err(format!(
+                "sample '{}' has an outcome of {} {} ε={} where {} {} ε={} was run",
+                s.id, o.0.attack, o.0.norm, o.0.eps_label, o.1.attack, o.1.norm, o.1.eps_label
+            ));
+        }
+    }
+    r.data.samples = n;
+    r.data.labelled = r.samples.iter().filter(|s| s.label.is_some()).count();
+    r.clean.accuracy = ratio(r.samples.iter().filter(|s| s.label == Some(s.clean_pred)).count(), r.data.labelled);
+
+    let mut points = Vec::with_capacity(r.runs.len());
+    for (k, run) in r.runs.iter_mut().enumerate() {
+        let items: Vec<SampleRun> = r
+            .samples
+            .iter()
+            .map(|s| SampleRun {
+                label: s.label,
+                clean_pred: s.clean_pred,
+                clean_confidence: s.clean_confidence,
+                adv_pred: s.outcomes[k].pred,
+                adv_clean_prob: s.outcomes[k].clean_pred_prob,
+            })
+            .collect();
+        let stats = summarize_samples(&items, r.settings.targeted, classes);
+        run.robust_accuracy = stats.robust_accuracy;
+        run.flip_rate = stats.flip_rate;
+        run.attack_success_rate = stats.attack_success_rate;
+        run.mean_confidence_drop = stats.mean_confidence_drop;
+        run.per_class = stats.per_class;
+        points.push(RunPoint {
+            attack: run.attack.clone(),
+            eps: run.eps,
+            robust_accuracy: run.robust_accuracy,
+            flip_rate: run.flip_rate,
+        });
+    }
+
+    r.min_eps = if r.settings.min_eps {
+        let found: Vec<Option<f32>> = r.samples.iter().map(|s| s.min_eps.flatten()).collect();
+        let (q1, median, q3) = quartiles(&found);
+        Some(MinEpsSummary {
+            attack: "pgd".into(),
+            norm: r.settings.norm.clone(),
+            precision: MIN_EPS_PRECISION,
+            eps_max: r.runs.iter().map(|run| run.eps).fold(0.0, f32::max),
+            flipped: found.iter().filter(|v| v.is_some()).count(),
+            median,
+            q1,
+            q3,
+        })
+    } else {
+        None
+    };
+
+    let data: Vec<_> = r.samples.iter().map(|s| &s.check_data).collect();
+    let measured = |f: &dyn Fn(&crate::report::json::SampleChecks) -> Option<bool>| {
+        let v: Vec<bool> = data.iter().filter_map(|d| f(d)).collect();
+        (!v.is_empty()).then(|| (v.iter().filter(|&&b| b).count(), v.len()))
+    };
+    let eps_zero = measured(&|d| d.eps_zero_changed);
+    let gradients = match (measured(&|d| d.gradient_zero), measured(&|d| d.gradient_nonfinite)) {
+        (Some((zero, n)), Some((nonfinite, _))) => Some((zero, nonfinite, n)),
+        _ => None,
+    };
+    let inputs = CheckInputs {
+        runs: points,
+        eps_zero,
+        gradients,
+        nondeterministic: (data.iter().filter(|d| d.nondeterministic).count(), n),
+        directional: data
+            .iter()
+            .filter_map(|d| d.directional)
+            .map(|[gd, fd]| (gd as f64, fd as f64))
+            .take(DIRECTIONAL_PROBES)
+            .collect(),
+    };
+    r.checks = trust_checks(&inputs);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +487,15 @@ mod tests {
         assert!((s.mean_confidence_drop - 0.3125).abs() < 1e-6);
         assert_eq!(s.per_class[1].predicted_as, vec![1, 1]);
         assert_eq!(clean_accuracy(&clean), Some(0.75));
+    }
+
+    #[test]
+    fn gallery_ranking_min_eps_then_drop_then_index() {
+        let mut v =
+            vec![(None, 0.9, 0), (Some(0.02), 0.1, 1), (Some(0.01), 0.1, 2), (Some(0.02), 0.3, 3), (None, 0.9, 4)];
+        v.reverse();
+        v.sort_by(|a, b| fragility_cmp(*a, *b));
+        assert_eq!(v.iter().map(|x| x.2).collect::<Vec<_>>(), vec![2, 3, 1, 0, 4]);
     }
 
     #[test]

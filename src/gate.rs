@@ -544,6 +544,8 @@ pub(crate) mod tests {
                 seed: 0,
                 threads: 1,
                 batch_size: 1,
+                gallery: 0,
+                shard: None,
             },
             clean: Clean { accuracy: Some(0.9) },
             runs: vec![

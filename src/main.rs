@@ -51,6 +51,25 @@ fn parent(p: &Path) -> &Path {
     p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// What `attack` and `merge` do once results.json is written: print the table,
+/// gate and write the reports, and turn verdict and skipped inputs into the exit status.
+fn finish(results: &Results, results_path: &Path, policy: Option<&Policy>) -> anyhow::Result<ExitCode> {
+    print!("{}", advscan::report::table::render(results));
+    println!("\nresults: {}", results_path.display());
+    // Render from the file as written, exactly as `advscan report` does, so
+    // both produce the same bytes whatever float parsing does.
+    let written = gate::read_results(results_path)?;
+    let verdict = gate_and_report(parent(results_path), &written, policy, None)?;
+    let code = verdict.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
+    let skipped = results.data.skipped.len();
+    if skipped > 0 {
+        // The run completed, but some inputs were not evaluated: say so in the status.
+        eprintln!("advscan: {skipped} input(s) skipped; see data.skipped in {}", results_path.display());
+        return Ok(ExitCode::from(2));
+    }
+    Ok(code)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(threads) = cli.threads {
         // One rayon pool for the whole run: every worker holds its own tract state.
@@ -96,25 +115,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_pixels: a.max_pixels,
                 gallery: a.gallery,
                 anonymize: a.anonymize,
+                shard: a.shard,
             };
             let outcome = run_attack(&req)?;
-            print!("{}", advscan::report::table::render(&outcome.results));
-            println!("\nresults: {}", outcome.results_path.display());
-            // Render from the file as written, exactly as `advscan report` does, so
-            // both produce the same bytes whatever float parsing does.
-            let written = gate::read_results(&outcome.results_path)?;
-            let verdict = gate_and_report(parent(&outcome.results_path), &written, policy.as_ref(), None)?;
-            let code = verdict.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
-            let skipped = outcome.results.data.skipped.len();
-            if skipped > 0 {
-                // The run completed, but some inputs were not evaluated: say so in the status.
-                eprintln!(
-                    "advscan: {skipped} input(s) skipped; see data.skipped in {}",
-                    outcome.results_path.display()
-                );
-                return Ok(ExitCode::from(2));
-            }
-            Ok(code)
+            finish(&outcome.results, &outcome.results_path, policy.as_ref())
+        }
+        Command::Merge { inputs, policy, out } => {
+            let policy = policy.as_deref().map(Policy::from_file).transpose()?;
+            let outcome = advscan::merge::merge(&inputs, &out)?;
+            println!("merged {} shard(s): {} sample(s)", inputs.len(), outcome.results.samples.len());
+            finish(&outcome.results, &outcome.results_path, policy.as_ref())
         }
         Command::Gate { policy, baseline, results } => {
             let policy = Policy::from_file(&policy)?;

@@ -2,11 +2,16 @@
 //! (a bad one is skipped with its reason, never fatal), predict clean, run
 //! each attack at each ε in parallel over samples, evaluate, run the trust
 //! checks and write `results.json`. The CLI only builds an [`AttackRequest`].
+//!
+//! With `--shard K/N` only the data set listing indices i with i mod N = K − 1
+//! are decoded and attacked; every per-sample quantity depends on the sample
+//! alone (randomness is seeded per sample), so `advscan merge` can put the
+//! shards back together (see `crate::merge` and docs/sharding.md).
 
 use crate::attack::{self, Budget, Norm, Objective, sample_rng};
 use crate::dataset::{self, Sample};
 use crate::error::{Error, GradError};
-use crate::eval::{self, CheckInputs, CleanOutcome, RunPoint};
+use crate::eval::{self, CleanOutcome};
 use crate::io;
 use crate::model::Classifier;
 use crate::model::grad::{Loss, engine::LossGrad};
@@ -23,6 +28,20 @@ use std::time::Instant;
 pub struct EpsSpec {
     pub value: f32,
     pub label: String,
+}
+
+/// Parses `--shard K/N`: 1 ≤ K ≤ N (K 1-based, as Jest's and Playwright's `--shard`).
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (k, n) = s.trim().split_once('/').ok_or_else(|| format!("'{s}' is not K/N (e.g. 1/4)"))?;
+    let int = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("'{s}': '{}' is not a whole number", v.trim()));
+    let (k, n) = (int(k)?, int(n)?);
+    if n == 0 {
+        return Err(format!("'{s}': N, the number of shards, must be at least 1"));
+    }
+    if !(1..=n).contains(&k) {
+        return Err(format!("'{s}': K counts from 1 and must be between 1 and N = {n}"));
+    }
+    Ok(Shard { index: k, count: n })
 }
 
 /// Parses `2/255`, `0.01` or `8e-3`.
@@ -112,6 +131,8 @@ pub struct AttackRequest {
     pub gallery: usize,
     /// Replace sample names and input paths by short hashes; write `ids.csv`.
     pub anonymize: bool,
+    /// Evaluate only this shard of the data set listing.
+    pub shard: Option<Shard>,
 }
 
 /// The run's record, and whether any input was skipped (the binary turns
@@ -184,12 +205,14 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         .iter()
         .map(|s| SkippedRecord { path: s.path.display().to_string(), reason: s.reason.clone() })
         .collect();
+    // The shard is cut from the listing, before decoding: (listing index, sample).
+    let listed: Vec<(usize, &Sample)> =
+        ds.samples.iter().enumerate().filter(|(i, _)| req.shard.is_none_or(|sh| sh.contains(*i))).collect();
 
     // Decode: a file that fails is recorded, the rest go on.
-    let decoded: Vec<Result<ndarray::Array3<f32>, String>> = ds
-        .samples
+    let decoded: Vec<Result<ndarray::Array3<f32>, String>> = listed
         .par_iter()
-        .map(|s| {
+        .map(|(_, s)| {
             io::decode(&s.path, req.max_pixels)
                 .and_then(|img| io::png::to_model_input(&img, c, h, w))
                 .map(|m| m.data)
@@ -197,11 +220,13 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         })
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
+    let mut listing: Vec<usize> = Vec::new();
     let mut images = Vec::new();
-    for (s, d) in ds.samples.iter().zip(decoded) {
+    for ((i, s), d) in listed.iter().zip(decoded) {
         match d {
             Ok(img) => {
-                samples.push(s.clone());
+                samples.push((*s).clone());
+                listing.push(*i);
                 images.push(img);
             }
             Err(reason) => skipped.push(SkippedRecord { path: s.path.display().to_string(), reason }),
@@ -227,9 +252,12 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         });
     }
     let samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
+    let listing: Vec<usize> = keep.iter().map(|&i| listing[i]).collect();
     let images: Vec<ndarray::Array3<f32>> = keep.iter().map(|&i| images[i].clone()).collect();
     let clean_logits = clean_logits.select(Axis(0), &keep);
-    if samples.is_empty() {
+    // A shard may be empty (more shards than inputs, or only broken files in
+    // it): it still writes its results, for the merge. A whole run may not.
+    if samples.is_empty() && req.shard.is_none() {
         return Err(Error::Output {
             path: req.data.clone(),
             reason: format!("no image could be evaluated ({} skipped)", skipped.len()),
@@ -238,6 +266,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let n = samples.len();
     let classes = clean_logits.ncols();
     if let Some(t) = req.targeted
+        && n > 0
         && t >= classes
     {
         return Err(
@@ -255,16 +284,16 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
     let attack_classes: Vec<usize> = clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
     let all: Vec<usize> = (0..n).collect();
-    let x_all = stack(&images, &all);
 
     // Determinism: a second identical forward pass must agree bit for bit.
-    let again = model.logits(&x_all, batch)?;
-    counted.forward.fetch_add(n as u64, Ordering::Relaxed);
-    let nondeterministic = clean_logits
-        .outer_iter()
-        .zip(again.outer_iter())
-        .filter(|(a, b)| a.iter().zip(b.iter()).any(|(p, q)| p.to_bits() != q.to_bits()))
-        .count();
+    let mut check_data = vec![SampleChecks::default(); n];
+    if n > 0 {
+        let again = model.logits(&stack(&images, &all), batch)?;
+        counted.forward.fetch_add(n as u64, Ordering::Relaxed);
+        for ((d, a), b) in check_data.iter_mut().zip(clean_logits.outer_iter()).zip(again.outer_iter()) {
+            d.nondeterministic = a.iter().zip(b.iter()).any(|(p, q)| p.to_bits() != q.to_bits());
+        }
+    }
 
     let total = (attacks.len() * req.eps.len() * n) as u64;
     let bar = if req.quiet {
@@ -339,13 +368,11 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let mut drops = vec![0f32; n];
     let mut runs = Vec::new();
     let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); n];
-    let mut points = Vec::new();
     for (ai, a) in attacks.iter().enumerate() {
         for (ei, eps) in req.eps.iter().enumerate() {
             bar.set_message(format!("{} {}", a.name(), eps.label));
             let t = Instant::now();
             let per_sample = attack_all(a.as_ref(), eps, &chunks)?;
-            let mut probs = vec![Vec::new(); n];
             for (i, p, linf, l2) in per_sample {
                 let pred = eval::argmax(&p);
                 outcomes[i].push(Outcome {
@@ -355,6 +382,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     eps_label: eps.label.clone(),
                     pred,
                     confidence: p[pred],
+                    clean_pred_prob: p[clean[i].pred],
                     flipped: pred != clean[i].pred,
                     linf,
                     l2,
@@ -362,16 +390,9 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                 if gallery_run == Some((ai, ei)) {
                     drops[i] = clean[i].probs[clean[i].pred] - p[clean[i].pred];
                 }
-                probs[i] = p;
             }
-            let stats = eval::summarize(&clean, &probs, req.targeted, classes);
             let budget = budget_for(a.name(), eps.value);
-            points.push(RunPoint {
-                attack: a.name().into(),
-                eps: eps.value,
-                robust_accuracy: stats.robust_accuracy,
-                flip_rate: stats.flip_rate,
-            });
+            // The figures are filled in by eval::aggregate from the per-sample records.
             runs.push(Run {
                 attack: a.name().into(),
                 norm: req.norm.to_string(),
@@ -382,25 +403,25 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                 restarts: budget.restarts,
                 random_start: budget.random_start,
                 loss: if a.name() == "apgd-dlr" { "dlr".into() } else { "cross-entropy".into() },
-                robust_accuracy: stats.robust_accuracy,
-                flip_rate: stats.flip_rate,
-                attack_success_rate: stats.attack_success_rate,
-                mean_confidence_drop: stats.mean_confidence_drop,
-                per_class: stats.per_class,
+                robust_accuracy: None,
+                flip_rate: 0.0,
+                attack_success_rate: None,
+                mean_confidence_drop: 0.0,
+                per_class: Vec::new(),
                 seconds: t.elapsed().as_secs_f64(),
             });
         }
     }
     bar.finish_and_clear();
 
+    // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
     let differentiable = model.engine().is_ok();
-    let mut check_inputs = CheckInputs { runs: points, nondeterministic: (nondeterministic, n), ..Default::default() };
     // ε = 0 must reproduce the clean predictions exactly (the first attack requested).
     if let Some(a) = attacks.iter().find(|a| differentiable || a.name() == "square" || a.name() == "noise") {
         let zero = EpsSpec { value: 0.0, label: "0".into() };
-        let res = attack_all(a.as_ref(), &zero, &chunks)?;
-        let changed = res.iter().filter(|(i, p, _, _)| eval::argmax(p) != clean[*i].pred).count();
-        check_inputs.eps_zero = Some((changed, n));
+        for (i, p, _, _) in attack_all(a.as_ref(), &zero, &chunks)? {
+            check_data[i].eps_zero_changed = Some(eval::argmax(&p) != clean[i].pred);
+        }
     }
     if differentiable {
         let grads: Vec<(bool, bool)> = chunks
@@ -417,18 +438,22 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             .into_iter()
             .flatten()
             .collect();
-        check_inputs.gradients =
-            Some((grads.iter().filter(|g| g.0).count(), grads.iter().filter(|g| g.1).count(), grads.len()));
-        check_inputs.directional = directional_probes(&counted, &images, &attack_classes, &samples, req.seed, loss)?;
+        for (d, (zero, nonfinite)) in check_data.iter_mut().zip(grads) {
+            d.gradient_zero = Some(zero);
+            d.gradient_nonfinite = Some(nonfinite);
+        }
+        let probes = directional_probes(&counted, &images, &attack_classes, &samples, req.seed, loss)?;
+        for (d, (gd, fd)) in check_data.iter_mut().zip(probes) {
+            // Stored as f32, which survives the JSON round trip exactly (merge recomputes from it).
+            d.directional = Some([gd as f32, fd as f32]);
+        }
     }
-    let checks = eval::trust_checks(&check_inputs);
 
     let mut min_eps: Vec<Option<Option<f32>>> = vec![None; n];
-    let mut min_eps_summary = None;
     if req.min_eps {
         let eps_max = req.eps.iter().map(|e| e.value).fold(0.0, f32::max);
         // A quarter of an 8-bit grey level: finer than any file can store.
-        let precision = 0.25 / 255.0;
+        let precision = eval::MIN_EPS_PRECISION;
         let base = budget_for("pgd", eps_max);
         // Bisection runs sample by sample, so spread single samples over the
         // workers whatever the batch size.
@@ -445,33 +470,19 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             .into_iter()
             .flatten()
             .collect();
-        let (q1, median, q3) = eval::quartiles(&found);
-        min_eps_summary = Some(MinEpsSummary {
-            attack: "pgd".into(),
-            norm: req.norm.to_string(),
-            precision,
-            eps_max,
-            flipped: found.iter().filter(|v| v.is_some()).count(),
-            median,
-            q1,
-            q3,
-        });
         min_eps = found.into_iter().map(Some).collect();
     }
 
     let mut gallery = Vec::new();
     if let Some((ai, ei)) = gallery_run {
         // Most fragile first: smallest minimal ε when measured (unflipped last),
-        // else the largest drop; ties keep the data set's order.
+        // then the largest drop; ties keep the data set's order. A shard ranks
+        // its own samples by the same rule, so the merged top N lies in the
+        // union of the shards' top N.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&i, &j| {
-            let by_drop = drops[j].total_cmp(&drops[i]);
-            if req.min_eps {
-                let m = |k: usize| min_eps[k].flatten().unwrap_or(f32::INFINITY);
-                m(i).total_cmp(&m(j)).then(by_drop)
-            } else {
-                by_drop
-            }
+            let key = |k: usize| (min_eps[k].flatten(), drops[k], listing[k]);
+            eval::fragility_cmp(key(i), key(j))
         });
         order.truncate(req.gallery);
         let (a, eps) = (attacks[ai].as_ref(), &req.eps[ei]);
@@ -490,6 +501,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     gallery_images(x.index_axis(Axis(0), 0), adv.index_axis(Axis(0), 0)).map_err(enc)?;
                 Ok(GalleryItem {
                     id: samples[i].id.clone(),
+                    index: listing[i],
                     attack: a.name().into(),
                     norm: req.norm.to_string(),
                     eps_label: eps.label.clone(),
@@ -497,6 +509,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     clean_confidence: clean[i].probs[clean[i].pred],
                     adv_pred: pred,
                     adv_confidence: p[pred],
+                    drop: drops[i],
                     scale,
                     clean_png,
                     adversarial_png,
@@ -508,16 +521,20 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
 
     let sample_records = samples
         .iter()
+        .zip(&listing)
         .zip(&clean)
         .zip(outcomes)
         .zip(min_eps)
-        .map(|(((s, c), o), m)| SampleRecord {
+        .zip(check_data)
+        .map(|(((((s, &index), c), o), m), d)| SampleRecord {
             id: s.id.clone(),
+            index,
             label: s.label,
             clean_pred: c.pred,
             clean_confidence: c.probs[c.pred],
             outcomes: o,
             min_eps: m,
+            check_data: d,
         })
         .collect();
     let graph = model.graph();
@@ -544,7 +561,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             path: req.data.display().to_string(),
             labels: req.labels.as_ref().map(|l| l.display().to_string()),
             samples: n,
-            labelled: samples.iter().filter(|s| s.label.is_some()).count(),
+            labelled: 0,
             skipped,
             notes: ds.notes.clone(),
         },
@@ -561,12 +578,14 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             seed: req.seed,
             threads: req.threads,
             batch_size: batch,
+            gallery: req.gallery,
+            shard: req.shard,
         },
-        clean: Clean { accuracy: eval::clean_accuracy(&clean) },
+        clean: Clean { accuracy: None },
         runs,
         samples: sample_records,
-        min_eps: min_eps_summary,
-        checks,
+        min_eps: None,
+        checks: Vec::new(),
         timing: Timing {
             seconds,
             forward_evals: forward,
@@ -575,14 +594,24 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         },
         gallery,
     };
+    // Every aggregate comes from the per-sample records, as in `advscan merge`.
+    eval::aggregate(&mut results, classes).map_err(|reason| Error::Output { path: req.out.clone(), reason })?;
     std::fs::create_dir_all(&req.out).map_err(|e| Error::Output { path: req.out.clone(), reason: e.to_string() })?;
     if req.anonymize {
         let map = crate::report::anonymize::anonymize(&mut results);
         crate::report::write_atomic(&req.out.join("ids.csv"), crate::report::anonymize::ids_csv(&map).as_bytes())?;
     }
+    // Canonical order (after anonymising, which renames them), whatever order the files were met in.
+    sort_skipped(&mut results.data.skipped);
     let results_path = req.out.join("results.json");
     crate::report::write_atomic(&results_path, results.to_json().as_bytes())?;
     Ok(RunOutcome { results, results_path })
+}
+
+/// Sorts skipped entries by path, then reason, and drops exact duplicates.
+pub fn sort_skipped(skipped: &mut Vec<SkippedRecord>) {
+    skipped.sort_by(|a, b| (&a.path, &a.reason).cmp(&(&b.path, &b.reason)));
+    skipped.dedup();
 }
 
 /// g·d against a central difference of the loss along a random unit
@@ -598,7 +627,7 @@ fn directional_probes(
     use rand_chacha::rand_core::Rng;
     let h = 1e-3f32;
     let mut out = Vec::new();
-    for i in 0..images.len().min(4) {
+    for i in 0..images.len().min(eval::DIRECTIONAL_PROBES) {
         let x = images[i].clone().insert_axis(Axis(0)).into_dyn();
         let mut rng = sample_rng(seed, &format!("directional|{}", samples[i].id));
         let mut d: ArrayD<f32> =
@@ -645,4 +674,21 @@ fn gallery_images(
     let max = delta.iter().fold(0f32, |m, d| m.max(d.abs()));
     let scale = if max > 0.0 { 0.5 / max } else { 1.0 };
     Ok((png_base64(x, |v| v)?, png_base64(adv, |v| v)?, png_base64(delta.view(), |d| 0.5 + scale * d)?, scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_one_based_and_round_robin() {
+        assert_eq!(parse_shard("2/3"), Ok(Shard { index: 2, count: 3 }));
+        assert_eq!(parse_shard(" 1/1 "), Ok(Shard { index: 1, count: 1 }));
+        for bad in ["0/3", "4/3", "1/0", "3", "a/2", "-1/2", "1/2/3"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        let parts: Vec<Vec<usize>> =
+            (1..=3).map(|k| (0..8).filter(|&i| Shard { index: k, count: 3 }.contains(i)).collect()).collect();
+        assert_eq!(parts, vec![vec![0, 3, 6], vec![1, 4, 7], vec![2, 5]]);
+    }
 }

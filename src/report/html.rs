@@ -623,6 +623,7 @@ mod tests {
         r.checks[0].detail = "<script>alert(1)</script>".into();
         r.gallery.push(GalleryItem {
             id: "pat<1>".into(),
+            index: 0,
             attack: "pgd".into(),
             norm: "linf".into(),
             eps_label: "4/255".into(),
@@ -630,6 +631,7 @@ mod tests {
             clean_confidence: 0.9,
             adv_pred: 1,
             adv_confidence: 0.8,
+            drop: 0.1,
             scale: 12.5,
             clean_png: "AAAA".into(),
             adversarial_png: "AAAA".into(),

@@ -6,9 +6,13 @@
 //! - `tool`: `{name, version}`.
 //! - `model`: `{path, sha256, input: {name, elem_type, shape}, output: {…}, logits, softmax_stripped}`.
 //! - `data`: `{path, labels, samples, labelled, skipped: [{path, reason}], notes: [..]}`;
-//!   `samples` counts the evaluated samples (skipped files excluded).
+//!   `samples` counts the evaluated samples (skipped files excluded); `skipped` is sorted by
+//!   path (then reason), whatever order the files were met in.
 //! - `settings`: every flag as resolved (`attacks`, `eps` labels, `norm`, `steps`, `step_size`
-//!   as written, `restarts`, `random_start`, `targeted`, `min_eps`, `seed`, `threads`, `batch_size`).
+//!   as written, `restarts`, `random_start`, `targeted`, `min_eps`, `seed`, `threads`, `batch_size`,
+//!   `gallery`), and `shard: {index, count}` for a run made with `--shard K/N` (`index` = K,
+//!   1-based; absent from unsharded runs and from `advscan merge` output). `threads` and
+//!   `batch_size` never change a result.
 //! - `clean`: `{accuracy}` — `null` when no sample is labelled.
 //! - `runs`: one per (attack, norm, ε), in the order run: `attack`, `norm`, `eps` (model-input
 //!   scale), `eps_label` (as the user wrote it), `steps`, `step_size`, `restarts`, `random_start`,
@@ -19,20 +23,36 @@
 //!   `mean_confidence_drop` (mean over samples of clean-prediction probability before minus after),
 //!   `per_class` (by label, or by clean prediction when unlabelled: `{class, n, robust_accuracy,
 //!   flip_rate, predicted_as: [count per class]}`), `seconds` (wall time; the only
-//!   non-deterministic field).
-//! - `samples`: per sample `{id, label, clean_pred, clean_confidence, outcomes: [{attack, norm,
-//!   eps, eps_label, pred, confidence, flipped, linf, l2}], min_eps}` (`min_eps` only with
-//!   `--min-eps`: `null` when even the largest ε did not flip it).
+//!   non-deterministic field; in merged results, the sum over the shards).
+//! - `samples`: per evaluated sample, in data set listing order, `{id, index, label, clean_pred,
+//!   clean_confidence, outcomes: [{attack, norm, eps, eps_label, pred, confidence, clean_pred_prob,
+//!   flipped, linf, l2}], min_eps, check_data}`. `index` is the sample's position in the data set
+//!   listing (the order `--data` is walked or the CSV is read, before decoding; shard K of N holds
+//!   the indices i with i mod N = K − 1). `outcomes[k]` belongs to `runs[k]`; `clean_pred_prob`
+//!   is the probability of the clean prediction's class under attack. `min_eps` only with
+//!   `--min-eps`: `null` when even the largest ε did not flip it. `check_data` is the sample's raw
+//!   trust-check data: `{nondeterministic}` (its logits differed between two identical forward
+//!   passes), and when measured `eps_zero_changed` (an ε = 0 attack changed its prediction),
+//!   `gradient_zero` / `gradient_nonfinite` (its clean-input gradient is all zero / has NaN or
+//!   Inf), `directional: [g·d, central difference]` (f32; only the first 4 samples are probed).
 //! - `min_eps`: with `--min-eps`, `{attack, norm, precision, eps_max, flipped, median, q1, q3}`.
 //! - `checks`: `[{name, status: pass|warn|fail, detail}]`.
-//! - `timing`: `{seconds, forward_evals, gradient_evals, images_per_second}`.
+//! - `timing`: `{seconds, forward_evals, gradient_evals, images_per_second}`. In merged results
+//!   (`advscan merge`) `seconds` and the eval counts are *sums over the shards* (machine time, not
+//!   the wall time of the job array) and `images_per_second` is computed from that sum.
+//!
+//! Every aggregate — `data.samples`, `data.labelled`, `clean`, the figures of `runs`, the `min_eps`
+//! summary and `checks` — is computed from `samples` and `settings` by [`crate::eval::aggregate`],
+//! so shards merged by `advscan merge` give the same file as one run with the same seed (apart from
+//! `timing` and `runs[].seconds`).
 //!
 //! Optional keys (absent from older files and when empty):
 //! - `gallery`: the `--gallery N` most fragile samples (smallest `min_eps` when measured, else
 //!   largest drop in the clean prediction's probability) under the strongest attack run at the
-//!   largest ε (apgd > pgd > fgsm > square > noise): `[{id, attack, norm, eps_label, clean_pred,
-//!   clean_confidence, adv_pred, adv_confidence, scale, clean_png, adversarial_png,
-//!   perturbation_png}]`. The images are base64 PNGs of the model input (8-bit grey, RGB for
+//!   largest ε (apgd > pgd > fgsm > square > noise), ties by listing index: `[{id, index, attack,
+//!   norm, eps_label, clean_pred, clean_confidence, adv_pred, adv_confidence, drop, scale,
+//!   clean_png, adversarial_png, perturbation_png}]`. `index` is the sample's listing index and
+//!   `drop` the ranking key measured in that run (clean-prediction probability before minus after). The images are base64 PNGs of the model input (8-bit grey, RGB for
 //!   3-channel models); the perturbation is shown as `0.5 + scale·δ`, so ±max|δ| maps to
 //!   black/white around mid-grey (`scale` = 0.5 / max|δ|, in model-input units). The adversarial
 //!   image is recomputed for these samples alone (same per-sample seed), and `adv_pred` /
@@ -63,6 +83,9 @@ pub struct Results {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GalleryItem {
     pub id: String,
+    /// The sample's data set listing index (see [`SampleRecord::index`]).
+    #[serde(default)]
+    pub index: usize,
     pub attack: String,
     pub norm: String,
     pub eps_label: String,
@@ -70,6 +93,9 @@ pub struct GalleryItem {
     pub clean_confidence: f32,
     pub adv_pred: usize,
     pub adv_confidence: f32,
+    /// The ranking key: the clean prediction's probability before minus after the gallery run's attack.
+    #[serde(default)]
+    pub drop: f32,
     /// Amplification of the perturbation image: pixel = 0.5 + scale·δ.
     pub scale: f32,
     pub clean_png: String,
@@ -131,6 +157,35 @@ pub struct Settings {
     pub seed: u64,
     pub threads: usize,
     pub batch_size: usize,
+    /// `--gallery N`: how many of the most fragile samples the gallery shows.
+    #[serde(default)]
+    pub gallery: usize,
+    /// `--shard K/N`; `None` for an unsharded run and for merged results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Which part of the data set a sharded run evaluated: listing indices i with
+/// i mod `count` = `index` − 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// K, 1-based.
+    pub index: usize,
+    /// N.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether listing index `i` belongs to this shard (round-robin).
+    pub fn contains(&self, i: usize) -> bool {
+        i % self.count == self.index - 1
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +230,9 @@ pub struct Outcome {
     pub pred: usize,
     /// Probability of `pred` under attack.
     pub confidence: f32,
+    /// Probability of the sample's clean prediction under attack (for `mean_confidence_drop`).
+    #[serde(default)]
+    pub clean_pred_prob: f32,
     pub flipped: bool,
     pub linf: f32,
     pub l2: f32,
@@ -183,12 +241,37 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleRecord {
     pub id: String,
+    /// Position in the data set listing, before decoding (the order of `--data`'s walk or CSV).
+    #[serde(default)]
+    pub index: usize,
     pub label: Option<usize>,
     pub clean_pred: usize,
     pub clean_confidence: f32,
     pub outcomes: Vec<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_eps: Option<Option<f32>>,
+    #[serde(default)]
+    pub check_data: SampleChecks,
+}
+
+/// One sample's raw trust-check data; `None` when that check was not measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleChecks {
+    /// Its logits differed between two identical forward passes.
+    pub nondeterministic: bool,
+    /// An ε = 0 attack changed its prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps_zero_changed: Option<bool>,
+    /// Its clean-input gradient is exactly zero everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_zero: Option<bool>,
+    /// Its clean-input gradient contains NaN or Inf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_nonfinite: Option<bool>,
+    /// `[g·d, central difference]` of the directional-derivative probe, rounded to f32 so that
+    /// the value survives a JSON round trip bit for bit (only the first 4 samples are probed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directional: Option<[f32; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
