@@ -3,7 +3,7 @@
 
 For each model M this writes fixtures/grad_ref/<M stem>.json with, for 4 synthetic inputs
 (seeded numpy RNG, never dataset images):
-  logits z (shape [1, C]) and, w.r.t. the input x ([1,1,28,28]):
+  logits z (shape [1, C]) and, w.r.t. the input x ([1, 1, n, n], n the model input size):
     loss_ce          = logsumexp(z) - z[label]               grad_ce
     loss_margin      = max_{j != label} z_j - z[label]       grad_margin
     loss_ce_targeted = -(logsumexp(z) - z[target])           grad_ce_targeted
@@ -52,13 +52,16 @@ GENERATOR = "models/make_grad_reference.py"
 # --------------------------------------------------------------------------------------
 
 
-def blobs(seed: int) -> np.ndarray:
+# Inputs are n×n with n the model's input size; at n = 28 every value equals what the first
+# version of this script (28×28 only) generated, so the existing fixtures stay valid.
+def blobs(seed: int, n: int = 28) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:28, 0:28].astype(np.float64)
-    img = np.full((28, 28), 0.15)
+    s = n / 28
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+    img = np.full((n, n), 0.15)
     for _ in range(int(rng.integers(3, 6))):
-        cy, cx = rng.uniform(4, 24, size=2)
-        sigma = rng.uniform(2.5, 7.0)
+        cy, cx = rng.uniform(4 * s, 24 * s, size=2)
+        sigma = rng.uniform(2.5 * s, 7.0 * s)
         amp = rng.uniform(0.25, 0.7)
         img += amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
     img += rng.normal(0.0, 0.03, size=img.shape)
@@ -68,15 +71,15 @@ def blobs(seed: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
-def uniform(seed: int) -> np.ndarray:
+def uniform(seed: int, n: int = 28) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.random((28, 28), dtype=np.float32)
+    return rng.random((n, n), dtype=np.float32)
 
 
-def checker_gradient() -> np.ndarray:
-    yy, xx = np.mgrid[0:28, 0:28]
+def checker_gradient(n: int = 28) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n]
     checker = ((yy // 4 + xx // 4) % 2).astype(np.float32)
-    ramp = ((yy + 2 * xx) / 81.0).astype(np.float32)
+    ramp = ((yy + 2 * xx) / float(3 * (n - 1))).astype(np.float32)
     return np.clip(np.float32(0.3) * checker + np.float32(0.6) * ramp + np.float32(0.05), 0.0, 1.0).astype(np.float32)
 
 
@@ -86,9 +89,9 @@ def checker_gradient() -> np.ndarray:
 # as the float64 reference. If the models change, re-check those margins.
 CASES = [
     # name, generator, label, target
-    ("blobs_seed44", lambda: blobs(44), 1, 0),
-    ("uniform_seed66", lambda: uniform(66), 0, 1),
-    ("blobs_seed55", lambda: blobs(55), 0, 1),
+    ("blobs_seed44", lambda n: blobs(44, n), 1, 0),
+    ("uniform_seed66", lambda n: uniform(66, n), 0, 1),
+    ("blobs_seed55", lambda n: blobs(55, n), 0, 1),
     ("checker_gradient", checker_gradient, 1, 0),
 ]
 MIN_MARGIN_WARN = 1e-5
@@ -346,7 +349,10 @@ def process(path: str) -> dict:
     original = onnx.load(path)
     onnx.checker.check_model(original, full_check=True)
     stripped, was_stripped, stripped_op = strip_final_softmax(original)
-    probe = np.stack([c[1]() for c in CASES])[:, None, :, :].astype(np.float32)
+    dims = original.graph.input[0].type.tensor_type.shape.dim
+    n = dims[-1].dim_value
+    assert n > 0 and dims[-2].dim_value == n, "square image inputs only"
+    probe = np.stack([c[1](n) for c in CASES])[:, None, :, :].astype(np.float32)
     tm, conv = convert_with_onnx2torch(stripped, probe)
     tm = tm.double().eval()
     sess_full = ort_session(original)
@@ -356,7 +362,7 @@ def process(path: str) -> dict:
     max_ort_diff = 0.0
     worst_fd = 0.0
     for ci, (name, gen, label, target) in enumerate(CASES):
-        x32 = gen().reshape(1, 1, 28, 28)
+        x32 = gen(n).reshape(1, 1, n, n)
         assert x32.dtype == np.float32 and x32.min() >= 0.0 and x32.max() <= 1.0
         x64 = x32.astype(np.float64)
         x = torch.from_numpy(x64.copy()).requires_grad_(True)
@@ -375,7 +381,7 @@ def process(path: str) -> dict:
         worst_fd = max(worst_fd, fd)
         case = {
             "name": name,
-            "input_shape": [1, 1, 28, 28],
+            "input_shape": [1, 1, n, n],
             "input": flat(x64),
             "label": label,
             "target": target,
@@ -426,7 +432,7 @@ def process(path: str) -> dict:
             "loss_ce": "logsumexp(z) - z[label]",
             "loss_margin": "max_{j != label} z[j] - z[label]",
             "loss_ce_targeted": "-(logsumexp(z) - z[target])",
-            "grads": "d loss / d input, same layout as input (row-major [1,1,28,28])",
+            "grads": "d loss / d input, same layout as input (row-major [1, 1, H, W] as input_shape)",
             "nonsmooth_margin": ("per case: min distance of any ReLU/ReLU6(Clip)/LeakyReLU/HardSwish input to "
                                  "its kink, and min top-1/top-2 gap in any MaxPool window (null if none)"),
             "ort_float32_logits": "onnxruntime float32 logits (graph with the final softmax stripped, if any)",
@@ -440,7 +446,11 @@ def process(path: str) -> dict:
 def main() -> None:
     torch.set_num_threads(2)
     os.makedirs(OUT_DIR, exist_ok=True)
-    paths = sorted(glob.glob(os.path.join(HERE, "*.onnx")))
+    # `python make_grad_reference.py [stem ...]` regenerates only those models.
+    import sys
+    wanted = set(sys.argv[1:])
+    paths = [p for p in sorted(glob.glob(os.path.join(HERE, "*.onnx")))
+             if not wanted or os.path.splitext(os.path.basename(p))[0] in wanted]
     assert paths, "no models/*.onnx"
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]

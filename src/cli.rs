@@ -30,6 +30,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The model config to resolve (default: MODEL.model.toml beside the model).
+        #[arg(long, value_name = "FILE")]
+        model_config: Option<PathBuf>,
     },
     /// Attack a model on a folder of scans and measure how many diagnoses flip.
     Attack(AttackArgs),
@@ -141,8 +144,17 @@ pub struct AttackArgs {
     #[arg(long, default_value_t = 8)]
     pub gallery: usize,
     /// Reports name samples by short hashes instead of their paths; DIR/ids.csv maps them back.
+    /// Saved DICOM is de-identified (PS3.15 basic profile).
     #[arg(long)]
     pub anonymize: bool,
+    /// The model config (input size, resize, window, normalisation, classes); default:
+    /// MODEL.model.toml beside MODEL.onnx, else defaults (printed).
+    #[arg(long, value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+    /// Write the N most fragile samples' adversarial images (quantised) in their own format
+    /// to DIR/adversarial/, read each back and check its prediction (`adversarial_round_trip`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub save_adversarial: usize,
     /// Evaluate only shard K of N (1 ≤ K ≤ N): the data set listing entries i with i mod N = K−1.
     /// Combine the N outputs with `advscan merge`.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]

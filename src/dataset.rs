@@ -367,7 +367,7 @@ mod tests {
         png(&root.join("1/patient7/c.JPEG"));
         png(&root.join("loose.png"));
         std::fs::write(root.join("0/notes.txt"), "x").unwrap();
-        std::fs::write(root.join("0/scan.dcm"), "x").unwrap();
+        std::fs::write(root.join("0/scan.dcm.bak"), "x").unwrap();
         png(&root.join(".hidden/h.png"));
         let ds = scan(root, None, &[]).unwrap();
         assert_eq!(

@@ -184,6 +184,8 @@ pub struct CheckInputs {
     pub nondeterministic: (usize, usize),
     /// Directional-derivative checks: (g·d, central difference) per probe.
     pub directional: Vec<(f64, f64)>,
+    /// Saved adversarial files whose read-back prediction differed from the recorded one, of how many.
+    pub round_trip: Option<(usize, usize)>,
 }
 
 fn check(name: &str, status: Status, detail: String) -> Check {
@@ -334,6 +336,24 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
             format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"),
         )
     });
+    if let Some((bad, total)) = inp.round_trip {
+        out.push(if bad == 0 {
+            check(
+                "adversarial_round_trip",
+                Status::Pass,
+                format!("all {total} saved adversarial files, read back as inputs, gave the recorded prediction"),
+            )
+        } else {
+            check(
+                "adversarial_round_trip",
+                Status::Fail,
+                format!(
+                    "{bad} of {total} saved adversarial files gave another prediction when read back: the \
+                     written file is not the image that was evaluated"
+                ),
+            )
+        });
+    }
     if !inp.directional.is_empty() {
         // f32 central differences with h = 1e-3 carry ~1e-3 relative noise on a smooth loss;
         // a wrong gradient is off by O(1).
@@ -411,6 +431,18 @@ pub fn aggregate(r: &mut Results, classes: usize) -> Result<(), String> {
         run.attack_success_rate = stats.attack_success_rate;
         run.mean_confidence_drop = stats.mean_confidence_drop;
         run.per_class = stats.per_class;
+        let quantized: Option<Vec<SampleRun>> = items
+            .iter()
+            .zip(&r.samples)
+            .map(|(item, s)| s.outcomes[k].pred_quantized.map(|adv_pred| SampleRun { adv_pred, ..*item }))
+            .collect();
+        (run.flip_rate_quantized, run.robust_accuracy_quantized) = match quantized {
+            Some(q) if n > 0 => {
+                let stats = summarize_samples(&q, r.settings.targeted, classes);
+                (Some(stats.flip_rate), stats.robust_accuracy)
+            }
+            _ => (None, None),
+        };
         points.push(RunPoint {
             attack: run.attack.clone(),
             eps: run.eps,
@@ -451,6 +483,7 @@ pub fn aggregate(r: &mut Results, classes: usize) -> Result<(), String> {
         eps_zero,
         gradients,
         nondeterministic: (data.iter().filter(|d| d.nondeterministic).count(), n),
+        round_trip: measured(&|d| d.round_trip.map(|ok| !ok)),
         directional: data
             .iter()
             .filter_map(|d| d.directional)
@@ -538,6 +571,7 @@ mod tests {
             gradients: Some((0, 0, 10)),
             nondeterministic: (0, 10),
             directional: vec![(1.0, 1.001)],
+            round_trip: Some((0, 2)),
         };
         let ok = trust_checks(&good);
         assert!(ok.iter().all(|c| c.status == Status::Pass), "{ok:?}");

@@ -9,11 +9,14 @@
 //!
 //! Policy format: any number of `[[require]]` tables, each with exactly one
 //! kind key — `min_robust_accuracy`, `max_flip_rate` (both with `attack`,
-//! `eps`, optional `norm`; `max_flip_rate` also takes `quantized`),
+//! `eps`, optional `norm`, optional `quantized = true` to gate on the figures
+//! after rounding adversarial images to what their files can store),
 //! `min_median_min_eps`, `no_failed_checks = true`, or
 //! `max_robust_accuracy_drop` (with `--baseline`; optional `attack`, `eps`,
 //! `norm` narrow which runs are compared). `eps` matches a run's `eps_label`
-//! exactly, or its value as `parse_eps` reads it (`"4/255"` matches `0.0156863`).
+//! exactly, or its value as `parse_eps` reads it (`"4/255"` matches `0.0156863`);
+//! an ε in HU or grey levels matches by label only. `min_median_min_eps` is in
+//! model-input scale.
 
 use crate::error::GateError;
 use crate::report::json::{Results, Run, Status};
@@ -49,8 +52,8 @@ pub struct Selector {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    MinRobustAccuracy { limit: f64, run: Selector },
-    MaxFlipRate { limit: f64, run: Selector },
+    MinRobustAccuracy { limit: f64, run: Selector, quantized: bool },
+    MaxFlipRate { limit: f64, run: Selector, quantized: bool },
     MinMedianMinEps { limit: f32, label: String },
     NoFailedChecks,
     MaxRobustAccuracyDrop { limit: f64, runs: Selector },
@@ -212,7 +215,11 @@ impl Requirement {
         };
         let eps_of = |key: &str, e: &EpsField| -> Result<(f32, String), GateError> {
             let label = e.label();
-            parse_eps(&label).map(|s| (s.value, label)).map_err(|m| err(key, m))
+            let spec = parse_eps(&label).map_err(|m| err(key, m))?;
+            if key == "min_median_min_eps" && spec.unit != crate::scan::EpsUnit::Model {
+                return Err(err(key, format!("'{label}': give the minimal ε in model-input scale (e.g. \"1/255\")")));
+            }
+            Ok((spec.value, label))
         };
         let selector = |r: &RawRequirement| -> Result<Selector, GateError> {
             if let Some(e) = &r.eps {
@@ -245,24 +252,20 @@ impl Requirement {
         };
         let kind = match kind {
             "min_robust_accuracy" => {
-                forbid(&[("quantized", r.quantized.is_some())])?;
                 needs_run(&r)?;
                 Kind::MinRobustAccuracy {
                     limit: ratio(kind, r.min_robust_accuracy.unwrap_or_default())?,
                     run: selector(&r)?,
+                    quantized: r.quantized == Some(true),
                 }
             }
             "max_flip_rate" => {
                 needs_run(&r)?;
-                if r.quantized == Some(true) {
-                    return Err(err(
-                        "quantized",
-                        "quantised flip rates are not measured yet (results.json has only the unrounded figures); \
-                         remove the key or set it to false"
-                            .into(),
-                    ));
+                Kind::MaxFlipRate {
+                    limit: ratio(kind, r.max_flip_rate.unwrap_or_default())?,
+                    run: selector(&r)?,
+                    quantized: r.quantized == Some(true),
                 }
-                Kind::MaxFlipRate { limit: ratio(kind, r.max_flip_rate.unwrap_or_default())?, run: selector(&r)? }
             }
             "min_median_min_eps" => {
                 forbid(&[
@@ -303,8 +306,12 @@ impl Requirement {
     /// The one-line description used in verdicts, FAIL lines and reports.
     pub fn describe(&self) -> String {
         match &self.kind {
-            Kind::MinRobustAccuracy { limit, run } => format!("robust accuracy of {} ≥ {limit}", run.describe()),
-            Kind::MaxFlipRate { limit, run } => format!("flip rate of {} ≤ {limit}", run.describe()),
+            Kind::MinRobustAccuracy { limit, run, quantized } => {
+                format!("{}robust accuracy of {} ≥ {limit}", if *quantized { "quantised " } else { "" }, run.describe())
+            }
+            Kind::MaxFlipRate { limit, run, quantized } => {
+                format!("{}flip rate of {} ≤ {limit}", if *quantized { "quantised " } else { "" }, run.describe())
+            }
             Kind::MinMedianMinEps { label, .. } => format!("median minimal flipping ε ≥ {label}"),
             Kind::NoFailedChecks => "no trust check fails".into(),
             Kind::MaxRobustAccuracyDrop { limit, runs } => {
@@ -346,8 +353,10 @@ fn eps_matches(label: &str, run: &Run) -> bool {
         return true;
     }
     match parse_eps(label) {
-        Ok(e) => ((e.value - run.eps).abs() as f64) <= 1e-7 + 1e-6 * run.eps.abs() as f64,
-        Err(_) => false,
+        Ok(e) if e.unit == crate::scan::EpsUnit::Model => {
+            ((e.value - run.eps).abs() as f64) <= 1e-7 + 1e-6 * run.eps.abs() as f64
+        }
+        _ => false,
     }
 }
 
@@ -400,16 +409,26 @@ fn outcome(
         }
     };
     let (measured, limit, passed) = match &req.kind {
-        Kind::MinRobustAccuracy { limit, run: sel } => {
+        Kind::MinRobustAccuracy { limit, run: sel, quantized } => {
             let run = single(sel)?;
             let acc = run.robust_accuracy.ok_or_else(|| {
                 cannot("the results are unlabelled, so robust accuracy is not defined; gate on max_flip_rate".into())
             })?;
+            let acc = if *quantized {
+                run.robust_accuracy_quantized.ok_or_else(|| cannot(NOT_QUANTIZED.into()))?
+            } else {
+                acc
+            };
             (num(acc), num(*limit), acc + TOLERANCE >= *limit)
         }
-        Kind::MaxFlipRate { limit, run: sel } => {
+        Kind::MaxFlipRate { limit, run: sel, quantized } => {
             let run = single(sel)?;
-            (num(run.flip_rate), num(*limit), run.flip_rate <= *limit + TOLERANCE)
+            let flip = if *quantized {
+                run.flip_rate_quantized.ok_or_else(|| cannot(NOT_QUANTIZED.into()))?
+            } else {
+                run.flip_rate
+            };
+            (num(flip), num(*limit), flip <= *limit + TOLERANCE)
         }
         Kind::MinMedianMinEps { limit, label } => {
             let m = results
@@ -485,6 +504,9 @@ pub fn read_results(path: &Path) -> Result<Results, GateError> {
     Ok(results)
 }
 
+const NOT_QUANTIZED: &str =
+    "these results have no quantised figures (written by an advscan without quantisation); run the attack again";
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -506,6 +528,8 @@ pub(crate) mod tests {
             attack_success_rate: None,
             mean_confidence_drop: 0.0,
             per_class: vec![],
+            flip_rate_quantized: Some(flip),
+            robust_accuracy_quantized: acc,
             seconds: 0.0,
         }
     }
@@ -522,6 +546,10 @@ pub(crate) mod tests {
                 output: t("logits"),
                 logits: "logits".into(),
                 softmax_stripped: false,
+                config_path: None,
+                config: None,
+                class_names: vec![],
+                positive_class: None,
             },
             data: DataRecord {
                 path: "data".into(),
@@ -530,6 +558,7 @@ pub(crate) mod tests {
                 labelled: 10,
                 skipped: vec![],
                 notes: vec![],
+                preprocessing: vec![],
             },
             settings: Settings {
                 attacks: vec!["fgsm".into(), "pgd".into()],
@@ -613,11 +642,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn quantized_true_is_an_error() {
-        let e = policy("[[require]]\nmax_flip_rate = 0.3\nattack = \"fgsm\"\neps = \"4/255\"\nquantized = true\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("p.toml:1: key 'quantized'") && e.contains("not measured yet"), "{e}");
+    fn quantized_requirements_read_the_quantised_figures() {
+        let mut r = results();
+        let fgsm = r.runs.iter_mut().find(|run| run.attack == "fgsm" && run.eps_label == "4/255").unwrap();
+        fgsm.flip_rate_quantized = Some(0.5);
+        let p = "[[require]]\nmax_flip_rate = 0.3\nattack = \"fgsm\"\neps = \"4/255\"\nquantized = true\n";
+        let v = verdict(p, &r, None).unwrap();
+        assert!(!v.passed());
+        assert_eq!(v.outcomes[0].measured, "0.5");
+        // Results written before quantisation existed cannot answer a quantised requirement.
+        r.runs.iter_mut().for_each(|run| run.flip_rate_quantized = None);
+        assert!(verdict(p, &r, None).is_err());
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `advscan inspect`: what a model file is, as advscan sees it — input and
 //! output, whether a final Softmax is stripped for the gradient, the op
 //! histogram, and which op types advscan can differentiate through. Reads
-//! the file and builds the plans; runs nothing.
+//! the file and builds the plans; runs nothing. Also the model config
+//! resolved for it (file or defaults), so a user sees what preprocessing
+//! `attack` will apply.
 
-use crate::error::ModelError;
+use crate::config::ModelConfig;
+use crate::error::Error;
 use crate::model::Classifier;
 use crate::model::grad::differentiable_ops;
 use crate::model::graph::TensorInfo;
@@ -38,10 +41,19 @@ pub struct Inspection {
     pub ops: Vec<OpSummary>,
     /// `null` when exact gradients are available, else why not.
     pub gradient_error: Option<String>,
+    /// The model config file resolved for this model (`null`: none, defaults apply).
+    pub config_path: Option<String>,
+    /// The config as read (unset keys `null`).
+    pub config: ModelConfig,
+    /// One line per default applied.
+    pub config_defaults: Vec<String>,
 }
 
-pub fn inspect(path: &Path) -> Result<Inspection, ModelError> {
+/// Inspects a model and resolves its config (`config`: `--model-config`, else
+/// the `.model.toml` beside the model, else defaults).
+pub fn inspect(path: &Path, config: Option<&Path>) -> Result<Inspection, Error> {
     let model = Classifier::load(path)?;
+    let (config, config_path, config_defaults) = ModelConfig::resolve(path, config)?;
     let graph = model.graph();
     let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &graph.nodes {
@@ -71,6 +83,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, ModelError> {
         nodes: graph.nodes.len(),
         ops,
         gradient_error: model.engine().err().map(|e| e.to_string()),
+        config_path: config_path.map(|p| p.display().to_string()),
+        config,
+        config_defaults,
     })
 }
 
@@ -82,6 +97,10 @@ fn shape(t: &TensorInfo) -> String {
 }
 
 impl Inspection {
+    fn config_sibling(&self) -> String {
+        ModelConfig::sibling_path(Path::new(&self.path)).display().to_string()
+    }
+
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "model     {}", self.path);
@@ -105,6 +124,37 @@ impl Inspection {
                 Some(e) => format!("unavailable: {e}"),
             }
         );
+        match &self.config_path {
+            Some(p) => {
+                let _ = writeln!(s, "config    {p}");
+            }
+            None => {
+                let _ = writeln!(s, "config    none found (looked for {}); defaults:", self.config_sibling());
+            }
+        }
+        let c = &self.config;
+        if let Some(size) = c.input.size {
+            let _ = writeln!(s, "  input.size      {}×{}", size[0], size[1]);
+        }
+        let _ = writeln!(s, "  input.resize    {}", c.resize());
+        if let Some((centre, width)) = c.window() {
+            let _ = writeln!(
+                s,
+                "  window          centre {centre} width {width}{}",
+                if c.window.use_file_voi { " (file VOI preferred)" } else { "" }
+            );
+        }
+        let (mean, std) = c.mean_std();
+        let _ = writeln!(s, "  normalize       mean {mean:?} std {std:?}");
+        if let Some(names) = &c.classes.names {
+            let _ = writeln!(s, "  classes         {}", names.join(", "));
+        }
+        if let Some(p) = &c.classes.positive {
+            let _ = writeln!(s, "  positive class  {p}");
+        }
+        for d in &self.config_defaults {
+            let _ = writeln!(s, "  default: {d}");
+        }
         let _ = writeln!(s, "\n{:<24} {:>5}  {:<14} {}", "op", "count", "differentiable", "on gradient path");
         for op in &self.ops {
             let _ = writeln!(

@@ -18,6 +18,8 @@ pub mod model;
 pub mod preprocess;
 pub mod report;
 pub mod run;
+pub mod save;
+pub mod scan;
 pub mod synthetic;
 
 pub use error::{Error, GateError, GradError, ModelError};

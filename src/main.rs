@@ -76,8 +76,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         rayon::ThreadPoolBuilder::new().num_threads(threads.into()).build_global()?;
     }
     match cli.command {
-        Command::Inspect { model, json } => {
-            let report = inspect(&model)?;
+        Command::Inspect { model, json, model_config } => {
+            let report = inspect(&model, model_config.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -116,6 +116,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gallery: a.gallery,
                 anonymize: a.anonymize,
                 shard: a.shard,
+                model_config: a.model_config,
+                save_adversarial: a.save_adversarial,
             };
             let outcome = run_attack(&req)?;
             finish(&outcome.results, &outcome.results_path, policy.as_ref())

@@ -114,6 +114,8 @@ fn identity(r: &Results) -> Value {
                     "attack_success_rate",
                     "mean_confidence_drop",
                     "per_class",
+                    "flip_rate_quantized",
+                    "robust_accuracy_quantized",
                     "seconds",
                 ],
             )
@@ -241,7 +243,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
     merged.settings.shard = None;
     let mut samples: Vec<SampleRecord> = parts.iter().flat_map(|p| p.results.samples.iter().cloned()).collect();
     samples.sort_by_key(|s| s.index);
-    if let Some(w) = samples.windows(2).find(|w| w[0].index == w[1].index) {
+    // Frames of one multi-frame file share a listing index and a shard, and
+    // the stable sort keeps their order.
+    if let Some(w) = samples.windows(2).find(|w| (w[0].index, &w[0].id) == (w[1].index, &w[1].id)) {
         return Err(MergeError::Set(format!("two shards hold listing index {} ('{}')", w[0].index, w[0].id)));
     }
     if samples.is_empty() {
@@ -257,6 +261,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
     let mut skipped: Vec<SkippedRecord> = parts.iter().flat_map(|p| p.results.data.skipped.iter().cloned()).collect();
     crate::run::sort_skipped(&mut skipped);
     merged.data.skipped = skipped;
+    merged.data.preprocessing = crate::run::preprocessing_records(
+        parts.iter().flat_map(|p| &p.results.data.preprocessing).map(|r| (r.samples, r.steps.clone())),
+    );
     merged.data.notes = Vec::new();
     for note in parts.iter().flat_map(|p| &p.results.data.notes) {
         if !merged.data.notes.contains(note) {
@@ -275,11 +282,12 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
     t.images_per_second = if t.seconds > 0.0 { images / t.seconds } else { 0.0 };
 
     // Gallery: the union of the shards' top N, ranked again and cut to N.
-    let min_eps: HashMap<usize, Option<f32>> = merged.samples.iter().map(|s| (s.index, s.min_eps.flatten())).collect();
+    let min_eps: HashMap<(usize, &str), Option<f32>> =
+        merged.samples.iter().map(|s| ((s.index, s.id.as_str()), s.min_eps.flatten())).collect();
     let mut gallery = Vec::new();
     for p in &parts {
         for g in &p.results.gallery {
-            let Some(m) = min_eps.get(&g.index) else {
+            let Some(m) = min_eps.get(&(g.index, g.id.as_str())) else {
                 return Err(MergeError::Input {
                     path: p.given.clone(),
                     reason: format!("gallery item '{}' (listing index {}) is not one of its samples", g.id, g.index),

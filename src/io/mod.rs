@@ -1,11 +1,13 @@
-//! Decoding files into images: one file per format. `png.rs` reads PNG (and
-//! JPEG, through the same `image` crate) into a [`DecodedImage`] in [0, 1];
-//! DICOM comes later as `dicom.rs` and plugs in through [`InputKind`] and
-//! [`decode`]. This folder turns bytes into pixels and says what it did; it does
-//! not find files (that is `dataset.rs`) and it does not resize, window or
-//! normalise (that is `preprocess.rs`, apart from the exact channel adaptation
-//! in [`png::to_model_input`] that PNG input needs today).
+//! Files in and out, one file per format. `png.rs` reads PNG (and JPEG,
+//! through the same `image` crate) into a [`DecodedImage`] in [0, 1];
+//! `dicom.rs` reads DICOM into physical values (HU for CT); `dicom_write.rs`
+//! writes DICOM (fixtures, and derived adversarial instances). This folder
+//! turns bytes into pixels and says what it did; it does not find files (that
+//! is `dataset.rs`), it does not choose attack units (`scan.rs`) and it does
+//! not window, resize or normalise (`preprocess.rs`).
 
+pub mod dicom;
+pub mod dicom_write;
 pub mod png;
 
 use std::path::Path;
@@ -19,13 +21,12 @@ pub use png::{ChannelConversion, DecodedImage, ModelInput, to_model_input};
 /// memory as f32.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
-/// The file formats advscan reads, known from the file's extension. The seam
-/// for DICOM: a `Dicom` variant here, its extensions in [`InputKind::from_path`],
-/// and its decoder in [`decode`].
+/// The file formats advscan reads, known from the file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
     Png,
     Jpeg,
+    Dicom,
 }
 
 impl InputKind {
@@ -36,19 +37,25 @@ impl InputKind {
         match ext.as_str() {
             "png" => Some(InputKind::Png),
             "jpg" | "jpeg" => Some(InputKind::Jpeg),
+            "dcm" | "dicom" => Some(InputKind::Dicom),
             _ => None,
         }
     }
 }
 
 /// The extensions [`InputKind::from_path`] accepts, for messages.
-pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg";
+pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, dcm, dicom";
 
-/// Decode one input file, whatever its format, refusing images over
-/// `max_pixels` before their pixel data is read.
+/// Decode one PNG or JPEG file, refusing images over `max_pixels` before
+/// their pixel data is read. DICOM goes through [`crate::scan::decode`],
+/// which needs the model config's window.
 pub fn decode(path: &Path, max_pixels: u64) -> Result<DecodedImage, DecodeError> {
     match InputKind::from_path(path) {
         Some(InputKind::Png | InputKind::Jpeg) => png::decode(path, max_pixels),
+        Some(InputKind::Dicom) => Err(DecodeError::Unsupported {
+            path: path.to_path_buf(),
+            reason: "DICOM is decoded with its window, through scan::decode".into(),
+        }),
         None => Err(DecodeError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("unsupported file extension; advscan reads {SUPPORTED_EXTENSIONS}"),

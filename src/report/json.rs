@@ -124,6 +124,15 @@ pub struct ModelRecord {
     pub output: TensorRecord,
     pub logits: String,
     pub softmax_stripped: bool,
+    /// The model config file used (`null`: defaults) and the config as resolved.
+    #[serde(default)]
+    pub config_path: Option<String>,
+    #[serde(default)]
+    pub config: Option<crate::config::ModelConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +149,15 @@ pub struct DataRecord {
     pub labelled: usize,
     pub skipped: Vec<SkippedRecord>,
     pub notes: Vec<String>,
+    /// Each distinct preprocessing applied (scan → model input), with how many samples took it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preprocessing: Vec<PreprocessRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessRecord {
+    pub samples: usize,
+    pub steps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +236,12 @@ pub struct Run {
     pub attack_success_rate: Option<f64>,
     pub mean_confidence_drop: f64,
     pub per_class: Vec<ClassRecord>,
+    /// The figures again after rounding each adversarial image to the values its file format
+    /// can store (`null` in results written before quantisation existed).
+    #[serde(default)]
+    pub flip_rate_quantized: Option<f64>,
+    #[serde(default)]
+    pub robust_accuracy_quantized: Option<f64>,
     pub seconds: f64,
 }
 
@@ -236,6 +260,9 @@ pub struct Outcome {
     pub flipped: bool,
     pub linf: f32,
     pub l2: f32,
+    /// Prediction after rounding the adversarial image to what its file can store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pred_quantized: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +279,9 @@ pub struct SampleRecord {
     pub min_eps: Option<Option<f32>>,
     #[serde(default)]
     pub check_data: SampleChecks,
+    /// What decoding applied: format, photometric, rescale, window and its source, frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::scan::ScanRecord>,
 }
 
 /// One sample's raw trust-check data; `None` when that check was not measured.
@@ -272,6 +302,10 @@ pub struct SampleChecks {
     /// the value survives a JSON round trip bit for bit (only the first 4 samples are probed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directional: Option<[f32; 2]>,
+    /// Its adversarial image was saved (`--save-adversarial`), read back through the normal input
+    /// path, and gave the recorded quantised prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
