@@ -9,6 +9,8 @@
 use super::json::{Results, Run, Status};
 use super::plot::{self, LineChart, Reference, Series};
 use crate::gate::Verdict;
+use crate::scan::EpsUnit;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The section headings, in page order (tests and the browser check use them).
@@ -45,6 +47,77 @@ fn base64_attr(s: &str) -> String {
 
 fn pct(v: Option<f64>) -> String {
     v.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "—".into())
+}
+
+/// The unit every ε label is written in (`None`: no labels, or labels in several units).
+fn label_unit(r: &Results) -> Option<EpsUnit> {
+    let labels: Vec<&str> = if r.runs.is_empty() {
+        r.settings.eps.iter().map(String::as_str).collect()
+    } else {
+        r.runs.iter().map(|run| run.eps_label.as_str()).collect()
+    };
+    let mut units = labels.iter().map(|l| crate::run::parse_eps(l).ok().map(|e| e.unit));
+    let first = units.next()??;
+    units.all(|u| u == Some(first)).then_some(first)
+}
+
+/// HU per model-scale unit (the window width in HU): the model config's window width, unless
+/// each file's own window was used; else the width every sample's window shares. `None` when
+/// no single width relates HU to the model scale.
+pub fn hu_per_unit(r: &Results) -> Option<f64> {
+    let config = r.model.config.as_ref().filter(|c| !c.window.use_file_voi).and_then(|c| c.window.width);
+    let shared = || {
+        let mut widths = r.samples.iter().map(|s| s.scan.as_ref().and_then(|sc| sc.window.as_ref()).map(|w| w.0[1]));
+        let first = widths.next()??;
+        widths.all(|w| w == Some(first)).then_some(first)
+    };
+    config.or_else(shared).filter(|w| w.is_finite() && *w > 0.0)
+}
+
+/// `(factor, unit)` such that a model-scale ε × `factor` is in the unit the user wrote every ε
+/// label in: HU (when [`hu_per_unit`] is known) or 8-bit grey levels. `None` keeps model scale.
+pub fn user_eps_unit(r: &Results) -> Option<(f64, &'static str)> {
+    match label_unit(r)? {
+        EpsUnit::Hu => hu_per_unit(r).map(|w| (w, "HU")),
+        EpsUnit::Gl => Some((255.0, "gl")),
+        EpsUnit::Model => None,
+    }
+}
+
+/// A model-scale ε in the user's unit (from [`user_eps_unit`]), e.g. `7.5HU` or `0.25gl`.
+pub fn eps_in_unit(v: f64, (factor, unit): (f64, &str)) -> String {
+    let x = v * factor;
+    if unit == "gl" { format!("{x:.2}{unit}") } else { format!("{x:.1}{unit}") }
+}
+
+/// What the ε axis is measured in, for axis titles.
+fn eps_axis_desc(r: &Results) -> String {
+    let unit = match label_unit(r) {
+        Some(EpsUnit::Hu) => "Hounsfield units",
+        Some(EpsUnit::Gl) => "8-bit grey levels",
+        Some(EpsUnit::Model) => "model-input scale",
+        None => "as given",
+    };
+    format!("ε ({} norm, {unit})", r.settings.norm)
+}
+
+/// A class as the report prints it (HTML): its name from the model config when there is one,
+/// else its index; the positive class is marked (+).
+fn class_html(r: &Results, k: usize) -> String {
+    let name = r.model.class_names.get(k).map(|n| escape(n)).unwrap_or_else(|| k.to_string());
+    if r.model.positive_class == Some(k) {
+        format!("{name} <span class=\"pos\" title=\"positive class\">(+)</span>")
+    } else {
+        name
+    }
+}
+
+/// A JSON value of the model config for the method table; `null` is "default".
+fn config_value<T: serde::Serialize>(v: &Option<T>) -> String {
+    match v {
+        Some(v) => format!("<code>{}</code>", escape(&serde_json::to_string(v).unwrap_or_default())),
+        None => "<span class=\"muted\">default</span>".into(),
+    }
 }
 
 fn badge(s: Status) -> &'static str {
@@ -87,6 +160,7 @@ figure img{width:192px;height:192px;object-fit:contain;image-rendering:pixelated
 figcaption{font-size:.85em;color:var(--muted)}
 .pred{font-size:.93em;min-width:220px}
 .flip{color:var(--fail);font-weight:700}
+.pos{color:var(--fail);font-weight:700;font-size:.85em}
 @media print{body{max-width:none;padding:0;font-size:10pt}h2{break-after:avoid;page-break-after:avoid}
 .chart,table,.item{break-inside:avoid;page-break-inside:avoid}.charts{grid-template-columns:1fr 1fr}
 figure img{width:128px;height:128px}a{color:inherit;text-decoration:none}}
@@ -121,6 +195,7 @@ fn series(r: &Results, axis: &[(f32, String)], value: impl Fn(&Run) -> Option<f6
         .map(|a| Series {
             name: if a == "noise" { "noise (baseline)".into() } else { a.clone() },
             baseline: a == "noise",
+            dashed: false,
             points: r
                 .runs
                 .iter()
@@ -133,6 +208,27 @@ fn series(r: &Results, axis: &[(f32, String)], value: impl Fn(&Run) -> Option<f6
         })
         .filter(|s| !s.points.is_empty())
         .collect()
+}
+
+/// Caption of the unrounded-vs-quantised flip-rate chart (drawn only when some run has quantised figures).
+pub const QUANTISED_CAPTION: &str = "Flip rate vs ε, unrounded vs quantised";
+
+/// Per attack, its flip rate (solid) followed by its quantised flip rate (dashed, same colour).
+fn quantised_series(r: &Results, axis: &[(f32, String)]) -> Vec<Series> {
+    let plain = series(r, axis, |run| Some(run.flip_rate));
+    let rounded = series(r, axis, |run| run.flip_rate_quantized);
+    let mut out = Vec::new();
+    for s in plain {
+        let q = rounded.iter().find(|q| q.name == s.name).map(|q| Series {
+            name: format!("{} (quantised)", s.name.trim_end_matches(" (baseline)")),
+            points: q.points.clone(),
+            baseline: q.baseline,
+            dashed: true,
+        });
+        out.push(s);
+        out.extend(q);
+    }
+    out
 }
 
 fn chart(svg: String) -> String {
@@ -235,7 +331,8 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
     // 2. Robustness curve.
     let axis = eps_axis(r);
     let labels: Vec<String> = axis.iter().map(|(_, l)| l.clone()).collect();
-    let x_desc = format!("ε ({} norm, as given)", r.settings.norm);
+    let x_desc = eps_axis_desc(r);
+    let quantised = r.runs.iter().any(|run| run.flip_rate_quantized.is_some());
     let labelled = r.clean.accuracy.is_some();
     let has_noise = r.runs.iter().any(|run| run.attack == "noise");
     let _ = writeln!(h, "<section id=\"robustness\">\n<h2>2. {}</h2>", SECTIONS[1]);
@@ -265,6 +362,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
                 reference: r.clean.accuracy.map(|a| Reference { name: "clean accuracy".into(), value: a }),
                 y_range: (0.0, 1.0),
                 percent: true,
+                legend_top: false,
             }))
         );
     } else {
@@ -287,17 +385,28 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
                 reference: None,
                 y_range: (0.0, 1.0),
                 percent: true,
+                legend_top: false,
             }))
         );
     }
     let _ = writeln!(
         h,
-        "<table><tr><th>attack</th><th>ε</th><th>robust accuracy</th><th>flip rate</th><th>attack success</th><th>mean confidence drop</th></tr>"
+        "<table><tr><th>attack</th><th>ε</th><th>robust accuracy</th><th>flip rate</th>{}<th>attack success</th><th>mean confidence drop</th></tr>",
+        if quantised { "<th>robust accuracy (quantised)</th><th>flip rate (quantised)</th>" } else { "" }
     );
     for run in &r.runs {
+        let q = if quantised {
+            format!(
+                "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+                pct(run.robust_accuracy_quantized),
+                pct(run.flip_rate_quantized)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{q}<td class=\"num\">{}</td><td class=\"num\">{:.3}</td></tr>",
             e(&run.attack),
             e(&run.eps_label),
             pct(run.robust_accuracy),
@@ -328,6 +437,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
                 reference: None,
                 y_range: (0.0, 1.0),
                 percent: true,
+                legend_top: false,
             })),
             chart(plot::line_chart(&LineChart {
                 caption: "Mean confidence drop vs ε",
@@ -338,20 +448,47 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
                 reference: None,
                 y_range: (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)),
                 percent: false,
+                legend_top: false,
             }))
         );
+        if quantised {
+            let pairs = quantised_series(r, &axis);
+            let _ = write!(
+                h,
+                "{}",
+                chart(plot::line_chart(&LineChart {
+                    caption: QUANTISED_CAPTION,
+                    x_desc: &x_desc,
+                    y_desc: "flip rate",
+                    x_labels: &labels,
+                    series: &pairs,
+                    reference: None,
+                    y_range: (0.0, 1.0),
+                    percent: true,
+                    legend_top: true,
+                }))
+            );
+        }
         let _ = writeln!(h, "</div>");
         let _ = writeln!(
             h,
             "<p class=\"muted\">Flip rate: share of samples whose prediction under attack differs from the clean prediction. \
-             Confidence drop: mean over samples of the clean prediction's probability before minus after the attack.</p>"
+             Confidence drop: mean over samples of the clean prediction's probability before minus after the attack.{}</p>",
+            if quantised {
+                " Quantised (dashed, square markers): the same adversarial images rounded to the values their file format \
+                 can store (DICOM stored integers through the rescale slope and intercept; PNG 8- or 16-bit levels), as an \
+                 attacker who must write a file would get them; solid lines are the unrounded images."
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(
         h,
         "<h3>Which class flips into which</h3>\n<p class=\"muted\">Rows: {} class; columns: prediction under the strongest attack run at each ε. \
-         Diagonal cells (shaded) kept their class.</p>",
-        if labelled { "true (labelled)" } else { "clean-predicted (no labels)" }
+         Diagonal cells (shaded) kept their class.{}</p>",
+        if labelled { "true (labelled)" } else { "clean-predicted (no labels)" },
+        if r.model.positive_class.is_some() { " (+) marks the positive class." } else { "" }
     );
     for (_, label) in &axis {
         let Some(run) =
@@ -364,11 +501,11 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
             writeln!(h, "<table><caption style=\"text-align:left\"><b>{} ε={}</b></caption>", e(&run.attack), e(label));
         let _ = write!(h, "<tr><th>class</th><th>n</th>");
         for k in 0..classes {
-            let _ = write!(h, "<th>→ {k}</th>");
+            let _ = write!(h, "<th>→ {}</th>", class_html(r, k));
         }
         let _ = writeln!(h, "<th>robust accuracy</th><th>flip rate</th></tr>");
         for c in &run.per_class {
-            let _ = write!(h, "<tr><td>{}</td><td class=\"num\">{}</td>", c.class, c.n);
+            let _ = write!(h, "<tr><td>{}</td><td class=\"num\">{}</td>", class_html(r, c.class), c.n);
             for k in 0..classes {
                 let n = c.predicted_as.get(k).copied().unwrap_or(0);
                 let _ = write!(h, "<td class=\"num{}\">{n}</td>", if k == c.class { " diag" } else { "" });
@@ -385,7 +522,17 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
     if let Some(m) = &r.min_eps {
         let found: Vec<f64> = r.samples.iter().filter_map(|s| s.min_eps.flatten()).map(|v| v as f64).collect();
         let grey = r.settings.eps.iter().any(|l| l.contains("/255"));
-        let tick = move |v: f64| if grey { format!("{:.1}/255", v * 255.0) } else { format!("{v:.4}") };
+        let unit = user_eps_unit(r);
+        let tick = move |v: f64| match unit {
+            Some(u) => eps_in_unit(v, u),
+            None if grey => format!("{:.1}/255", v * 255.0),
+            None => format!("{v:.4}"),
+        };
+        let hist_desc = match unit {
+            Some((_, "HU")) => "minimal ε (Hounsfield units)",
+            Some(_) => "minimal ε (8-bit grey levels)",
+            None => "minimal ε (model-input scale)",
+        };
         let f = |v: Option<f32>| v.map(|v| tick(v as f64)).unwrap_or_else(|| format!("> {}", tick(m.eps_max as f64)));
         let _ = writeln!(
             h,
@@ -404,14 +551,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         let _ = write!(
             h,
             "{}",
-            chart(plot::histogram(
-                "Minimal flipping ε",
-                "minimal ε (model-input scale)",
-                &found,
-                m.eps_max as f64,
-                12,
-                &tick
-            ))
+            chart(plot::histogram("Minimal flipping ε", hist_desc, &found, m.eps_max as f64, 12, &tick))
         );
     }
     let _ = writeln!(h, "</section>");
@@ -452,10 +592,10 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
                 img(&g.clean_png, "original", "original"),
                 img(&g.adversarial_png, "adversarial", "adversarial"),
                 img(&g.perturbation_png, "perturbation", &format!("perturbation ×{:.1}", g.scale)),
-                g.clean_pred,
+                class_html(r, g.clean_pred),
                 100.0 * g.clean_confidence,
                 if flipped { " class=\"flip\"" } else { "" },
-                g.adv_pred,
+                class_html(r, g.adv_pred),
                 100.0 * g.adv_confidence,
                 if flipped { " — <span class=\"flip\">flipped</span>" } else { " — unchanged" },
                 e(&g.attack),
@@ -533,6 +673,20 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
             .map(|l| format!("<code>{}</code>", e(l)))
             .unwrap_or_else(|| "from class folders, or none".into()),
     );
+    row(
+        &mut h,
+        "model config",
+        match (&r.model.config_path, &r.model.config) {
+            (Some(p), _) => format!("<code>{}</code>", e(p)),
+            (None, Some(_)) => "defaults (no model config file)".into(),
+            (None, None) => "not recorded (results written before model configs)".into(),
+        },
+    );
+    if !r.model.class_names.is_empty() {
+        let names: Vec<String> =
+            (0..r.model.class_names.len()).map(|k| format!("{k} = {}", class_html(r, k))).collect();
+        row(&mut h, "classes", names.join(", "));
+    }
     row(&mut h, "attacks", e(&s.attacks.join(", ")));
     row(&mut h, "ε", e(&s.eps.join(", ")));
     row(&mut h, "norm", e(&s.norm));
@@ -544,7 +698,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         &mut h,
         "targeted",
         s.targeted
-            .map(|t| format!("class {t}"))
+            .map(|t| format!("class {}", class_html(r, t)))
             .unwrap_or_else(|| "no (away from the label, or the clean prediction)".into()),
     );
     row(&mut h, "minimal ε", s.min_eps.to_string());
@@ -560,6 +714,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         ),
     );
     let _ = writeln!(h, "</table>");
+    method_inputs(&mut h, r);
     let _ = writeln!(
         h,
         "<h3>Runs</h3>\n<table><tr><th>attack</th><th>norm</th><th>ε</th><th>ε (model scale)</th><th>steps</th><th>step size</th>\
@@ -604,8 +759,74 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
     h
 }
 
+/// The method section's model config, preprocessing and input-format tables. Only
+/// aggregate facts about the scans are shown (format, transfer syntax, photometric
+/// interpretation, bits, counts): nothing that identifies a patient.
+fn method_inputs(h: &mut String, r: &Results) {
+    let e = escape;
+    if let Some(c) = &r.model.config {
+        let _ = writeln!(
+            h,
+            "<h3>Model config</h3>\n<p class=\"muted\">{} as resolved; <i>default</i>: the key was not set, \
+             and the model's own value (size, channels) or the documented default applies.</p>\n<table>",
+            match &r.model.config_path {
+                Some(p) => format!("<code>{}</code>", e(p)),
+                None => "No model config file: the defaults".into(),
+            }
+        );
+        let row = |h: &mut String, k: &str, v: String| {
+            let _ = writeln!(h, "<tr><th>{k}</th><td>{v}</td></tr>");
+        };
+        row(h, "input.size", config_value(&c.input.size));
+        row(h, "input.resize", config_value(&c.input.resize));
+        row(h, "input.channels", config_value(&c.input.channels));
+        row(h, "window.center", config_value(&c.window.center));
+        row(h, "window.width", config_value(&c.window.width));
+        row(h, "window.use_file_voi", format!("<code>{}</code>", c.window.use_file_voi));
+        row(h, "png.scale", config_value(&c.png.scale));
+        row(h, "normalize.mean", config_value(&c.normalize.mean));
+        row(h, "normalize.std", config_value(&c.normalize.std));
+        row(h, "classes.names", config_value(&c.classes.names));
+        row(h, "classes.positive", config_value(&c.classes.positive));
+        let _ = writeln!(h, "</table>");
+    }
+    if !r.data.preprocessing.is_empty() {
+        let _ = writeln!(
+            h,
+            "<h3>Preprocessing</h3>\n<p class=\"muted\">Each distinct path from scan to model input, and how many samples took it.</p>\n\
+             <table><tr><th>samples</th><th>steps</th></tr>"
+        );
+        for p in &r.data.preprocessing {
+            let steps: Vec<String> = p.steps.iter().map(|s| e(s)).collect();
+            let _ = writeln!(h, "<tr><td class=\"num\">{}</td><td>{}</td></tr>", p.samples, steps.join(" → "));
+        }
+        let _ = writeln!(h, "</table>");
+    }
+    let mut formats: BTreeMap<(String, String, String, u16), usize> = BTreeMap::new();
+    for sc in r.samples.iter().filter_map(|s| s.scan.as_ref()) {
+        let key = (sc.format.clone(), sc.transfer_syntax.clone().unwrap_or_default(), sc.photometric.clone(), sc.bits);
+        *formats.entry(key).or_default() += 1;
+    }
+    if !formats.is_empty() {
+        let _ = writeln!(
+            h,
+            "<h3>Input formats</h3>\n<table><tr><th>format</th><th>transfer syntax</th><th>photometric</th><th>bits</th><th>samples</th></tr>"
+        );
+        for ((format, ts, photometric, bits), n) in &formats {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{bits}</td><td class=\"num\">{n}</td></tr>",
+                e(format),
+                if ts.is_empty() { "—".into() } else { format!("<code>{}</code>", e(ts)) },
+                e(photometric)
+            );
+        }
+        let _ = writeln!(h, "</table>");
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gate::tests::results;
     use crate::report::json::{GalleryItem, SkippedRecord};
@@ -661,5 +882,179 @@ mod tests {
         let h = render(&r, None);
         assert!(h.contains("this chart shows the flip rate instead"));
         assert!(h.contains("Flip rate vs ε (unlabelled data)"));
+    }
+
+    /// A CT set-up: ε in HU, the model config's 1500 HU window, one scan record per sample.
+    pub(crate) fn hu_results() -> Results {
+        let mut r = results();
+        for run in &mut r.runs {
+            run.eps_label = format!("{}HU", (run.eps * 255.0).round() as i32 * 5);
+            run.eps = (run.eps * 255.0).round() * 5.0 / 1500.0;
+        }
+        r.settings.eps = vec!["10HU".into(), "20HU".into()];
+        let mut c = crate::config::ModelConfig::default();
+        c.window.center = Some(-600.0);
+        c.window.width = Some(1500.0);
+        r.model.config = Some(c);
+        r.model.config_path = Some("models/ct.model.toml".into());
+        if let Some(m) = &mut r.min_eps {
+            m.median = Some(15.0 / 1500.0);
+            m.eps_max = 20.0 / 1500.0;
+        }
+        r
+    }
+
+    #[test]
+    fn quantised_chart_only_when_quantised_figures_exist() {
+        let r = results();
+        assert!(r.runs.iter().all(|run| run.flip_rate_quantized.is_some()));
+        let h = render(&r, None);
+        assert!(h.contains(QUANTISED_CAPTION), "chart missing");
+        assert!(h.contains("pgd (quantised)") && h.contains("flip rate (quantised)"));
+        let with = h.matches("<svg").count();
+
+        let mut r = results();
+        for run in &mut r.runs {
+            run.flip_rate_quantized = None;
+            run.robust_accuracy_quantized = None;
+        }
+        let h = render(&r, None);
+        assert!(!h.contains(QUANTISED_CAPTION) && !h.contains("(quantised)"));
+        assert_eq!(h.matches("<svg").count(), with - 1);
+    }
+
+    #[test]
+    fn quantised_series_pair_each_attack_with_a_dashed_companion() {
+        let mut r = results();
+        r.runs[3].flip_rate_quantized = None; // pgd 4/255 has no quantised figure
+        let axis = eps_axis(&r);
+        let s = quantised_series(&r, &axis);
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fgsm", "fgsm (quantised)", "pgd", "pgd (quantised)"]);
+        assert_eq!(s.iter().map(|s| s.dashed).collect::<Vec<_>>(), [false, true, false, true]);
+        assert_eq!(s[3].points, [(0, 0.2)]);
+    }
+
+    #[test]
+    fn class_names_replace_indices_and_the_positive_class_is_marked() {
+        use crate::report::json::ClassRecord;
+        let mut r = results();
+        r.model.class_names = vec!["normal".into(), "nod<ule>".into()];
+        r.model.positive_class = Some(1);
+        r.settings.targeted = Some(1);
+        for run in &mut r.runs {
+            run.per_class = vec![
+                ClassRecord { class: 0, n: 5, robust_accuracy: Some(0.8), flip_rate: 0.2, predicted_as: vec![4, 1] },
+                ClassRecord { class: 1, n: 5, robust_accuracy: Some(0.6), flip_rate: 0.4, predicted_as: vec![2, 3] },
+            ];
+        }
+        r.gallery.push(GalleryItem {
+            id: "s1".into(),
+            index: 0,
+            attack: "pgd".into(),
+            norm: "linf".into(),
+            eps_label: "4/255".into(),
+            clean_pred: 1,
+            clean_confidence: 0.9,
+            adv_pred: 0,
+            adv_confidence: 0.8,
+            drop: 0.1,
+            scale: 1.0,
+            clean_png: "AAAA".into(),
+            adversarial_png: "AAAA".into(),
+            perturbation_png: "AAAA".into(),
+        });
+        let h = render(&r, None);
+        let pos = "nod&lt;ule&gt; <span class=\"pos\" title=\"positive class\">(+)</span>";
+        assert!(h.contains("<th>→ normal</th>") && h.contains(&format!("<th>→ {pos}</th>")), "confusion header");
+        assert!(h.contains("<tr><td>normal</td>") && h.contains(&format!("<tr><td>{pos}</td>")), "confusion rows");
+        assert!(h.contains(&format!("before: class <b>{pos}</b>")), "gallery before");
+        assert!(h.contains("after: class <b class=\"flip\">normal</b>"), "gallery after");
+        assert!(h.contains(&format!("0 = normal, 1 = {pos}")) && h.contains(&format!("class {pos}")), "method");
+        assert!(!h.contains("<th>→ 0</th>") && !h.contains("nod<ule>"));
+
+        // Without names the indices stay.
+        r.model.class_names.clear();
+        r.model.positive_class = None;
+        let h = render(&r, None);
+        assert!(h.contains("<th>→ 0</th>") && h.contains("<th>→ 1</th>") && h.contains("before: class <b>1</b>"));
+    }
+
+    #[test]
+    fn eps_in_the_users_unit() {
+        let r = hu_results();
+        assert_eq!(user_eps_unit(&r), Some((1500.0, "HU")));
+        let h = render(&r, None);
+        assert!(h.contains("ε (linf norm, Hounsfield units)") && h.contains("minimal ε (Hounsfield units)"));
+        assert!(h.contains("median 15.0HU") && h.contains("flipped by ε ≤ 20.0HU"));
+        // Each file's own window: no single width unless every sample shares one.
+        let mut r2 = hu_results();
+        r2.model.config.as_mut().unwrap().window.use_file_voi = true;
+        assert_eq!(user_eps_unit(&r2), None);
+        // Mixed or model-scale labels keep model scale; gl is always known.
+        let mut r3 = hu_results();
+        r3.runs[0].eps_label = "2/255".into();
+        assert_eq!(user_eps_unit(&r3), None);
+        assert_eq!(user_eps_unit(&results()), None);
+        let mut r4 = results();
+        for run in &mut r4.runs {
+            run.eps_label = run.eps_label.replace("/255", "gl");
+        }
+        assert_eq!(user_eps_unit(&r4), Some((255.0, "gl")));
+        assert_eq!(eps_in_unit(1.0 / 1020.0, (255.0, "gl")), "0.25gl");
+    }
+
+    #[test]
+    fn method_shows_config_preprocessing_and_input_formats() {
+        use crate::report::json::{PreprocessRecord, SampleRecord};
+        use crate::scan::ScanRecord;
+        let mut r = hu_results();
+        r.data.preprocessing = vec![PreprocessRecord {
+            samples: 3,
+            steps: vec!["window <a>".into(), "resize 128×128 → 64×64".into()],
+        }];
+        let scan = |format: &str, ts: Option<&str>| ScanRecord {
+            format: format.into(),
+            transfer_syntax: ts.map(Into::into),
+            photometric: "MONOCHROME2".into(),
+            bits: 16,
+            size: [1, 8, 8],
+            units: "HU".into(),
+            rescale: Some([1.0, -1024.0]),
+            window: Some(([-600.0, 1500.0], "config".into())),
+            frame: None,
+        };
+        for (i, sc) in [scan("dicom", Some("RLE Lossless")), scan("dicom", Some("RLE Lossless")), scan("png", None)]
+            .into_iter()
+            .enumerate()
+        {
+            r.samples.push(SampleRecord {
+                id: format!("s{i}"),
+                index: i,
+                label: Some(0),
+                clean_pred: 0,
+                clean_confidence: 0.9,
+                outcomes: vec![],
+                min_eps: None,
+                check_data: Default::default(),
+                scan: Some(sc),
+            });
+        }
+        let h = render(&r, None);
+        let method = &h[h.find("<section id=\"method\">").unwrap()..];
+        assert!(method.contains("<tr><th>model config</th><td><code>models/ct.model.toml</code></td></tr>"));
+        assert!(method.contains("<tr><th>window.width</th><td><code>1500.0</code></td></tr>"));
+        assert!(method.contains("<tr><th>input.size</th><td><span class=\"muted\">default</span></td></tr>"));
+        assert!(method.contains("<td class=\"num\">3</td><td>window &lt;a&gt; → resize 128×128 → 64×64</td>"));
+        assert!(method.contains("<tr><td>dicom</td><td><code>RLE Lossless</code></td><td>MONOCHROME2</td><td class=\"num\">16</td><td class=\"num\">2</td></tr>"));
+        assert!(method.contains(
+            "<tr><td>png</td><td>—</td><td>MONOCHROME2</td><td class=\"num\">16</td><td class=\"num\">1</td></tr>"
+        ));
+        // The window every sample shares stands in for a config without one.
+        r.model.config = None;
+        r.model.config_path = None;
+        assert_eq!(user_eps_unit(&r), Some((1500.0, "HU")));
+        let h = render(&r, None);
+        assert!(h.contains("not recorded") && !h.contains("<h3>Model config</h3>"));
     }
 }

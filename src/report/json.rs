@@ -4,10 +4,14 @@
 //! Top-level keys (all always present):
 //! - `schema_version`: 1.
 //! - `tool`: `{name, version}`.
-//! - `model`: `{path, sha256, input: {name, elem_type, shape}, output: {…}, logits, softmax_stripped}`.
-//! - `data`: `{path, labels, samples, labelled, skipped: [{path, reason}], notes: [..]}`;
-//!   `samples` counts the evaluated samples (skipped files excluded); `skipped` is sorted by
-//!   path (then reason), whatever order the files were met in.
+//! - `model`: `{path, sha256, input: {name, elem_type, shape}, output: {…}, logits, softmax_stripped,
+//!   config_path, config}` — the model config file used (`null`: defaults) and the config as read
+//!   (unset keys `null`); `class_names` and `positive_class` when known.
+//! - `data`: `{path, labels, samples, labelled, skipped: [{path, reason}], notes: [..],
+//!   preprocessing: [{samples, steps: [..]}]}`; `samples` counts the evaluated samples (skipped
+//!   files excluded); `skipped` is sorted by path (then reason), whatever order the files were met
+//!   in; `preprocessing` lists each distinct scan → model-input preprocessing (window, resize,
+//!   channels, normalise; identity steps omitted) with its sample count, sorted by steps.
 //! - `settings`: every flag as resolved (`attacks`, `eps` labels, `norm`, `steps`, `step_size`
 //!   as written, `restarts`, `random_start`, `targeted`, `min_eps`, `seed`, `threads`, `batch_size`,
 //!   `gallery`), and `shard: {index, count}` for a run made with `--shard K/N` (`index` = K,
@@ -15,18 +19,27 @@
 //!   `batch_size` never change a result.
 //! - `clean`: `{accuracy}` — `null` when no sample is labelled.
 //! - `runs`: one per (attack, norm, ε), in the order run: `attack`, `norm`, `eps` (model-input
-//!   scale), `eps_label` (as the user wrote it), `steps`, `step_size`, `restarts`, `random_start`,
+//!   scale, i.e. attack units where 1 = the full display range of the window; for ε given in HU
+//!   with per-file windows, that of the first sample), `eps_label` (as the user wrote it, with its
+//!   unit: `5HU`, `2gl`, `2/255`), `steps`, `step_size`, `restarts`, `random_start`,
 //!   `loss`, `robust_accuracy` (labelled samples predicted correctly under attack; clean mistakes
 //!   count as not robust; `null` if unlabelled), `flip_rate` (prediction under attack ≠ clean
 //!   prediction), `attack_success_rate` (of clean-correct samples, the share misclassified under
 //!   attack — for a targeted run, the share predicted as the target; `null` if none),
 //!   `mean_confidence_drop` (mean over samples of clean-prediction probability before minus after),
 //!   `per_class` (by label, or by clean prediction when unlabelled: `{class, n, robust_accuracy,
-//!   flip_rate, predicted_as: [count per class]}`), `seconds` (wall time; the only
+//!   flip_rate, predicted_as: [count per class]}`), `flip_rate_quantized` and
+//!   `robust_accuracy_quantized` (the same after rounding each adversarial image to the values its
+//!   file can store; `null` in files from before quantisation), `seconds` (wall time; the only
 //!   non-deterministic field; in merged results, the sum over the shards).
 //! - `samples`: per evaluated sample, in data set listing order, `{id, index, label, clean_pred,
 //!   clean_confidence, outcomes: [{attack, norm, eps, eps_label, pred, confidence, clean_pred_prob,
-//!   flipped, linf, l2}], min_eps, check_data}`. `index` is the sample's position in the data set
+//!   flipped, linf, l2, pred_quantized}], min_eps, check_data, scan}`. A multi-frame file gives one
+//!   sample per frame, id `path#k` (k from 1). `eps`, `linf`, `l2` and `min_eps` are in the
+//!   sample's attack units (physical value / window width for DICOM, level / (2^bits − 1) for PNG);
+//!   `pred_quantized` is the prediction after quantisation. `scan` says what decoding applied:
+//!   `{format, transfer_syntax, photometric, bits, size, units, rescale: [slope, intercept],
+//!   window: [[centre, width], "config"|"file"], frame}`. `index` is the sample's position in the data set
 //!   listing (the order `--data` is walked or the CSV is read, before decoding; shard K of N holds
 //!   the indices i with i mod N = K − 1). `outcomes[k]` belongs to `runs[k]`; `clean_pred_prob`
 //!   is the probability of the clean prediction's class under attack. `min_eps` only with
@@ -34,7 +47,9 @@
 //!   trust-check data: `{nondeterministic}` (its logits differed between two identical forward
 //!   passes), and when measured `eps_zero_changed` (an ε = 0 attack changed its prediction),
 //!   `gradient_zero` / `gradient_nonfinite` (its clean-input gradient is all zero / has NaN or
-//!   Inf), `directional: [g·d, central difference]` (f32; only the first 4 samples are probed).
+//!   Inf), `directional: [g·d, central difference]` (f32; only the first 4 samples are probed),
+//!   `round_trip` (with `--save-adversarial`: its written adversarial file, read back through the
+//!   normal input path, gave the recorded quantised prediction).
 //! - `min_eps`: with `--min-eps`, `{attack, norm, precision, eps_max, flipped, median, q1, q3}`.
 //! - `checks`: `[{name, status: pass|warn|fail, detail}]`.
 //! - `timing`: `{seconds, forward_evals, gradient_evals, images_per_second}`. In merged results
@@ -52,9 +67,10 @@
 //!   largest ε (apgd > pgd > fgsm > square > noise), ties by listing index: `[{id, index, attack,
 //!   norm, eps_label, clean_pred, clean_confidence, adv_pred, adv_confidence, drop, scale,
 //!   clean_png, adversarial_png, perturbation_png}]`. `index` is the sample's listing index and
-//!   `drop` the ranking key measured in that run (clean-prediction probability before minus after). The images are base64 PNGs of the model input (8-bit grey, RGB for
-//!   3-channel models); the perturbation is shown as `0.5 + scale·δ`, so ±max|δ| maps to
-//!   black/white around mid-grey (`scale` = 0.5 / max|δ|, in model-input units). The adversarial
+//!   `drop` the ranking key measured in that run (clean-prediction probability before minus
+//!   after). The images are base64 PNGs of the scan in its own grid, shown through the model's
+//!   window (8-bit grey, RGB for colour); the perturbation is shown as `0.5 + scale·δ`, so
+//!   ±max|δ| maps to black/white around mid-grey (`scale` = 0.5 / max|δ|, in attack units). The adversarial
 //!   image is recomputed for these samples alone (same per-sample seed), and `adv_pred` /
 //!   `adv_confidence` are those of that image.
 

@@ -46,23 +46,33 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         r.data.skipped.len()
     );
     let _ = writeln!(s, "- clean accuracy: {}", pct(r.clean.accuracy));
-    let _ = writeln!(s, "\n| attack | norm | ε | robust accuracy | flip rate |\n|---|---|---|---:|---:|");
+    let _ = writeln!(
+        s,
+        "\n| attack | norm | ε | robust accuracy | flip rate | flip rate (quantised) |\n|---|---|---|---:|---:|---:|"
+    );
     for run in &r.runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             cell(&run.attack),
             cell(&run.norm),
             cell(&run.eps_label),
             pct(run.robust_accuracy),
-            pct(Some(run.flip_rate))
+            pct(Some(run.flip_rate)),
+            pct(run.flip_rate_quantized)
         );
     }
     if let Some(m) = &r.min_eps {
-        let f = |v: Option<f32>| v.map(|v| format!("{v:.5}")).unwrap_or_else(|| format!("> {:.5}", m.eps_max));
+        // Model scale, with the user's unit (HU, gl) in parentheses when every ε label has it.
+        let unit = super::html::user_eps_unit(r);
+        let g = |v: f32| match unit {
+            Some(u) => format!("{v:.5} ({})", super::html::eps_in_unit(v as f64, u)),
+            None => format!("{v:.5}"),
+        };
+        let f = |v: Option<f32>| v.map(g).unwrap_or_else(|| format!("> {}", g(m.eps_max)));
         let _ = writeln!(
             s,
-            "\nMinimal flipping ε ({} {}): median {}, quartiles {} – {}; {} of {} flipped by ε ≤ {:.5}.",
+            "\nMinimal flipping ε ({} {}, model-input scale): median {}, quartiles {} – {}; {} of {} flipped by ε ≤ {}.",
             m.attack,
             m.norm,
             f(m.median),
@@ -70,7 +80,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
             f(m.q3),
             m.flipped,
             r.data.samples,
-            m.eps_max
+            g(m.eps_max)
         );
     }
     let _ = writeln!(s, "\n| trust check | status | detail |\n|---|---|---|");
@@ -98,4 +108,23 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::tests::results;
+
+    #[test]
+    fn quantised_column_and_min_eps_in_hu() {
+        let mut r = crate::report::html::tests::hu_results();
+        r.runs[0].flip_rate_quantized = None;
+        let m = render(&r, None);
+        assert!(m.contains("| flip rate | flip rate (quantised) |\n|---|---|---|---:|---:|---:|"), "{m}");
+        assert!(m.contains("| fgsm | linf | 10HU | 80.0% | 10.0% | — |"), "{m}");
+        assert!(m.contains("| pgd | linf | 20HU | 60.0% | 40.0% | 40.0% |"), "{m}");
+        assert!(m.contains("median 0.01000 (15.0HU)") && m.contains("flipped by ε ≤ 0.01333 (20.0HU)."), "{m}");
+        let m = render(&results(), None);
+        assert!(m.contains("median 0.01176, quartiles"), "{m}");
+    }
 }

@@ -24,6 +24,9 @@ pub struct Series {
     pub points: Vec<(usize, f64)>,
     /// Drawn in grey: a baseline (random noise) rather than an attack.
     pub baseline: bool,
+    /// Drawn dashed with hollow square markers, in the colour of the series
+    /// before it: the companion of that series (e.g. its quantised figures).
+    pub dashed: bool,
 }
 
 /// A horizontal reference line (e.g. clean accuracy).
@@ -43,6 +46,8 @@ pub struct LineChart<'a> {
     pub y_range: (f64, f64),
     /// Format y ticks as percentages.
     pub percent: bool,
+    /// Legend in the upper-left corner (out of the way of rising curves) instead of the lower-left.
+    pub legend_top: bool,
 }
 
 const SIZE: (u32, u32) = (640, 360);
@@ -94,26 +99,44 @@ fn draw_lines(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
     }
     let mut colour = 0;
+    let mut last = PALETTE[0];
     for s in c.series {
         let col = if s.baseline {
             GREY
+        } else if s.dashed && colour > 0 {
+            last
         } else {
             colour += 1;
             PALETTE[(colour - 1) % PALETTE.len()]
         };
+        last = col;
         let pts: Vec<_> = s.points.iter().map(|&(i, y)| (SegmentValue::CenterOf(i as u32), y)).collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
+        if s.dashed {
+            let style = col.stroke_width(2);
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 7, 5, style))?.label(s.name.as_str()).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (7, 0)], style)
+                        + PathElement::new(vec![(11, 0), (18, 0)], style)
+                },
+            );
+            chart.draw_series(
+                pts.into_iter().map(|p| EmptyElement::at(p) + Rectangle::new([(-3, -3), (3, 3)], col.stroke_width(2))),
+            )?;
+        } else {
+            chart
+                .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
+        }
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(if c.legend_top { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::LowerLeft })
         .draw()?;
     root.present()?;
     Ok(())

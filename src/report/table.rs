@@ -20,24 +20,31 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "\n{:<10} {:<5} {:>10} {:>10} {:>9} {:>10} {:>9}",
-        "attack", "norm", "eps", "robust acc", "flip rate", "success", "conf drop"
+        "\n{:<10} {:<5} {:>10} {:>10} {:>9} {:>16} {:>10} {:>9}",
+        "attack", "norm", "eps", "robust acc", "flip rate", "flip (quantised)", "success", "conf drop"
     );
     for run in &r.runs {
         let _ = writeln!(
             s,
-            "{:<10} {:<5} {:>10} {:>10} {:>9} {:>10} {:>9.3}",
+            "{:<10} {:<5} {:>10} {:>10} {:>9} {:>16} {:>10} {:>9.3}",
             run.attack,
             run.norm,
             run.eps_label,
             pct(run.robust_accuracy),
             pct(Some(run.flip_rate)),
+            pct(run.flip_rate_quantized),
             pct(run.attack_success_rate),
             run.mean_confidence_drop + 0.0 // print −0.000 as 0.000
         );
     }
     if let Some(m) = &r.min_eps {
-        let f = |v: Option<f32>| v.map(|v| format!("{v:.5}")).unwrap_or_else(|| "—".into());
+        // Model scale, with the user's unit (HU, gl) in parentheses when every ε label has it.
+        let unit = super::html::user_eps_unit(r);
+        let f = |v: Option<f32>| match (v, unit) {
+            (Some(v), Some(u)) => format!("{v:.5} ({})", super::html::eps_in_unit(v as f64, u)),
+            (Some(v), None) => format!("{v:.5}"),
+            (None, _) => "—".into(),
+        };
         let _ = writeln!(
             s,
             "\nminimal flipping ε ({} {}, precision {}): median {}  quartiles {} – {}  ({} of {} flipped by ε ≤ {})",
@@ -49,7 +56,7 @@ pub fn render(r: &Results) -> String {
             f(m.q3),
             m.flipped,
             r.data.samples,
-            m.eps_max
+            f(Some(m.eps_max))
         );
     }
     let _ = writeln!(s, "\nchecks:");
@@ -60,4 +67,26 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "skipped {}: {}", sk.path, sk.reason);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::tests::results;
+
+    #[test]
+    fn quantised_column_and_min_eps_in_hu() {
+        let mut r = crate::report::html::tests::hu_results();
+        r.runs[0].flip_rate_quantized = None;
+        let t = render(&r);
+        assert!(t.contains("flip (quantised)"));
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("fgsm") || l.starts_with("pgd")).collect();
+        assert_eq!(rows.len(), 4);
+        assert!(rows[0].split_whitespace().nth(5) == Some("—"), "{}", rows[0]);
+        assert!(rows[1].split_whitespace().nth(5) == Some("30.0%"), "{}", rows[1]);
+        assert!(t.contains("median 0.01000 (15.0HU)") && t.contains("ε ≤ 0.01333 (20.0HU)"), "{t}");
+        // Model-scale labels: no unit in parentheses.
+        let t = render(&results());
+        assert!(t.contains("median 0.01176  quartiles"), "{t}");
+    }
 }
