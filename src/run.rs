@@ -203,6 +203,17 @@ struct AttackedSample {
     l2: f32,
 }
 
+/// The adversarial image rounded to what its file can store. Under L∞ the
+/// rounding stays inside the ε-ball (see `Intensity::quantize_within`); under
+/// L2 it is plain rounding, which may move the image by up to half a level
+/// per pixel.
+fn quantize(intensity: &Intensity, adv: &ArrayD<f32>, x: &ArrayD<f32>, norm: Norm, eps: f32) -> ArrayD<f32> {
+    match norm {
+        Norm::Linf => ndarray::Zip::from(adv).and(x).map_collect(|&a, &c| intensity.quantize_within(a, c, eps)),
+        _ => adv.mapv(|v| intensity.quantize(v)),
+    }
+}
+
 /// Batches of at most `batch` samples, each within one group, in sample order.
 fn group_chunks(group_of: &[usize], groups: usize, batch: usize) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
@@ -253,7 +264,9 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         return Err(crate::error::AttackError::unsupported_norm(a.name(), req.norm.as_str()).into());
     }
     let (config, config_path, defaults) = ModelConfig::resolve(&req.model, req.model_config.as_deref())?;
-    if config_path.is_none() && !req.quiet {
+    // Not tied to `quiet` (which only hides the progress bar, and is forced
+    // when stderr is not a terminal): a run on defaults must always say so.
+    if config_path.is_none() {
         eprintln!("no model config beside {} (or --model-config); defaults used:", req.model.display());
         for d in &defaults {
             eprintln!("  {d}");
@@ -473,7 +486,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                 let adv = a.run(&objective, &x, &classes_b, &mut rngs, &budget)?;
                 let logits = objective.logits(&adv)?;
                 let intensity = groups[*g].intensity;
-                let quantized = objective.logits(&adv.mapv(|v| intensity.quantize(v)))?;
+                let quantized = objective.logits(&quantize(&intensity, &adv, &x, budget.norm, budget.eps))?;
                 bar.inc(chunk.len() as u64);
                 Ok(chunk
                     .iter()
@@ -687,7 +700,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     None
                 };
                 let round_trip = if rank < req.save_adversarial {
-                    let quantized = adv.mapv(|v| intensity.quantize(v));
+                    let quantized = quantize(&intensity, &adv, &x, req.norm, budget_for(a.name(), eps, g).eps);
                     let want = eval::argmax(&objective.logits(&quantized)?.row(0).to_vec());
                     let description = format!(
                         "advscan {} adversarial example: {} {} eps={} seed={}",

@@ -58,8 +58,9 @@ pub fn write_adversarial(
     let bytes: Vec<u8> = if scan.record.bits == 8 {
         pixel_order.map(|k| stored[k].clamp(0, 255) as u8).collect()
     } else {
-        // PNG stores 16-bit samples big-endian.
-        pixel_order.flat_map(|k| (stored[k].clamp(0, 65535) as u16).to_be_bytes()).collect()
+        // `PngEncoder::write_image` takes 16-bit samples in native endianness
+        // and writes them big-endian itself.
+        pixel_order.flat_map(|k| (stored[k].clamp(0, 65535) as u16).to_ne_bytes()).collect()
     };
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)

@@ -84,6 +84,26 @@ impl Intensity {
         (self.storage.physical(stored) / self.unit_scale) as f32
     }
 
+    /// The storable value nearest to `adv` that stays within `eps` (L∞) of
+    /// the clean value `clean`, which is itself storable. Plain rounding can
+    /// overshoot the ball by up to half a level (an 8-bit lung-window PNG
+    /// has 5.9 HU per level, so a 5 HU perturbation cannot be stored at all);
+    /// the quantised figures must describe images that respect ε.
+    pub fn quantize_within(&self, adv: f32, clean: f32, eps: f32) -> f32 {
+        let within = |v: f32| (v - clean).abs() <= eps * (1.0 + 1e-5) + 1e-7;
+        let rounded = self.quantize(adv);
+        if within(rounded) {
+            return rounded;
+        }
+        let s = self.stored(adv);
+        [s - 1, s + 1, self.stored(clean)]
+            .into_iter()
+            .map(|k| (self.storage.physical(k.clamp(self.storage.min, self.storage.max)) / self.unit_scale) as f32)
+            .filter(|&v| within(v))
+            .min_by(|a, b| (a - adv).abs().total_cmp(&(b - adv).abs()))
+            .unwrap_or(clean)
+    }
+
     /// The stored integer of an attack-unit value, for writing the file back.
     pub fn stored(&self, x: f32) -> i64 {
         self.storage.stored(x as f64 * self.unit_scale)
@@ -314,6 +334,32 @@ mod tests {
         assert_eq!((lo as f64 * 1500.0).round(), -32768.0 - 1024.0);
         assert_eq!((hi as f64 * 1500.0).round(), 32767.0 - 1024.0);
         assert_eq!(i.stored(1e9), 32767);
+    }
+
+    #[test]
+    fn quantisation_never_leaves_the_eps_ball() {
+        // An 8-bit PNG in a 1500 HU window: one level is 1500/255 ≈ 5.88 HU.
+        let png = Intensity {
+            unit_scale: 255.0,
+            window_low: 0.0,
+            invert: false,
+            storage: Storage { slope: 1.0, intercept: 0.0, min: 0, max: 255 },
+            hu_per_unit: Some(1500.0),
+        };
+        let clean = 100.0 / 255.0;
+        let eps = 5.0 / 1500.0; // 5 HU in attack units: 0.85 of a level (1/255)
+        // +5 HU rounds up to the next level (+5.88 HU), outside the ball: stays at the clean level.
+        assert_eq!(png.quantize(clean + eps), 101.0 / 255.0);
+        assert_eq!(png.quantize_within(clean + eps, clean, eps), clean);
+        // With ε of 1.5 levels, +1.4 levels rounds to +1, inside: kept.
+        let eps = 1.5 / 255.0;
+        assert_eq!(png.quantize_within(clean + 1.4 / 255.0, clean, eps), 101.0 / 255.0);
+        // +1.5 levels rounds to +2 (outside), so the nearest level inside is +1.
+        assert_eq!(png.quantize_within(clean + 1.5 / 255.0, clean, eps), 101.0 / 255.0);
+        // A CT at 1 HU per level never needs it: 5 HU stays 5 HU.
+        let i = ct();
+        let x = 40.0 / 1500.0;
+        assert!((i.quantize_within(x + 5.0 / 1500.0, x, 5.0 / 1500.0) * 1500.0 - 45.0).abs() < 1e-3);
     }
 
     #[test]

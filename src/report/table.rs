@@ -64,7 +64,12 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "  {:<5} {:<28} {}", format!("{:?}", c.status).to_lowercase(), c.name, c.detail);
     }
     for sk in &r.data.skipped {
-        let _ = writeln!(s, "skipped {}: {}", sk.path, sk.reason);
+        // Decode errors already name their file.
+        if sk.reason.starts_with(&sk.path) {
+            let _ = writeln!(s, "skipped {}", sk.reason);
+        } else {
+            let _ = writeln!(s, "skipped {}: {}", sk.path, sk.reason);
+        }
     }
     s
 }
