@@ -77,6 +77,10 @@ pub struct WindowConfig {
     /// center/width when a file has none).
     #[serde(default)]
     pub use_file_voi: bool,
+    /// The unit centre and width are in (e.g. `"HU"`): the window then applies
+    /// only to scans whose modality LUT gives that unit; others use their own
+    /// VOI window. Unset: it applies to every greyscale DICOM.
+    pub units: Option<String>,
 }
 
 /// `[png]`: how PNG grey levels become display units.
@@ -188,6 +192,11 @@ impl ModelConfig {
     /// `(center, width)` in physical units, when both are set.
     pub fn window(&self) -> Option<(f64, f64)> {
         self.window.center.zip(self.window.width)
+    }
+
+    /// The configured window, if it applies to scans whose values are in `units`.
+    pub fn window_for(&self, units: &str) -> Option<(f64, f64)> {
+        self.window().filter(|_| self.window.units.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(units)))
     }
 
     pub fn resize(&self) -> ResizeFilter {
@@ -386,6 +395,7 @@ channels = 1             # default: the model's C; grey is replicated to 3 when 
 center = -600.0
 width = 1500.0
 use_file_voi = false     # true: use each file's own WindowCenter/Width instead
+units = "HU"
 [png]
 scale = "full-range"     # the only value for now: divide by 2^bits − 1
 [normalize]
@@ -416,6 +426,9 @@ positive = "nodule"            # the disease class; default: none
         assert_eq!(cfg.channels(3), 1);
         assert_eq!(cfg.window(), Some((-600.0, 1500.0)));
         assert!(!cfg.window.use_file_voi);
+        // The window is in HU: it applies to CT, not to a radiograph in unspecified units.
+        assert_eq!(cfg.window_for("hu"), Some((-600.0, 1500.0)));
+        assert_eq!(cfg.window_for("US"), None);
         assert_eq!(cfg.png_scale(), PngScale::FullRange);
         assert_eq!(cfg.mean_std(), (vec![0.5], vec![0.5]));
         assert_eq!(cfg.class_names(2), ["normal", "nodule"]);

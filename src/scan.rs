@@ -176,7 +176,7 @@ pub fn from_png(img: DecodedImage, format: &str, config: &ModelConfig) -> Scan {
             window_low: 0.0,
             invert: false,
             storage: Storage { slope: 1.0, intercept: 0.0, min: 0, max: max_level as i64 },
-            hu_per_unit: config.window().map(|(_, width)| width),
+            hu_per_unit: config.window_for("HU").map(|(_, width)| width),
         },
         record,
     }
@@ -190,11 +190,12 @@ pub fn from_dicom(img: DicomImage, config: &ModelConfig) -> Result<Vec<Scan>, De
     let (unit_scale, window_low, window) = if colour {
         (((1u64 << img.bits_stored.min(32)) - 1) as f64, 0.0, None)
     } else {
-        let from_file = config.window.use_file_voi || config.window().is_none();
+        let configured = config.window_for(&img.units);
+        let from_file = config.window.use_file_voi || configured.is_none();
         let chosen = if from_file {
-            img.voi_window.map(|w| (w, "file")).or(config.window().map(|w| (w, "config")))
+            img.voi_window.map(|w| (w, "file")).or(configured.map(|w| (w, "config")))
         } else {
-            config.window().map(|w| (w, "config"))
+            configured.map(|w| (w, "config"))
         };
         let Some(((centre, width), source)) = chosen else {
             return Err(no_window(&path));

@@ -547,13 +547,12 @@ fn dicom_edge_cases_are_skipped_with_reasons() {
         .unwrap_or_else(|| panic!("expected the radiograph evaluated with ε in gl: {samples:?}"));
     assert_eq!(xr["scan"]["photometric"], "MONOCHROME1", "expected the scan record to say MONOCHROME1");
     assert_ne!(xr["scan"]["units"], "HU", "expected the radiograph not in HU");
-    // What happens today: the config's window (use_file_voi = false) is
-    // applied, although it is a CT lung window in HU and the file has its own
-    // VOI (2048/4096). The record says so.
+    // The config's lung window is in HU (`units = "HU"`), so the radiograph
+    // keeps its own VOI window (2048/4096), and the record says so.
     assert_eq!(
         xr["scan"]["window"],
-        serde_json::json!([[-600.0, 1500.0], "config"]),
-        "expected the radiograph windowed with the model config's window, recorded as such"
+        serde_json::json!([[2048.0, 4096.0], "file"]),
+        "expected the radiograph windowed with its own VOI window, recorded as such"
     );
     let inverted = arr(&r["data"]["preprocessing"], "preprocessing")
         .iter()
