@@ -100,14 +100,6 @@ pub enum DecodeError {
         path.display()
     )]
     TooLarge { path: PathBuf, width: u64, height: u64, pixels: u64, limit: u64 },
-    #[error(
-        "{}: the image is {got_height}×{got_width} (height×width) but the model takes \
-         {want_height}×{want_width}; resizing is not enabled",
-        path.display()
-    )]
-    Size { path: PathBuf, got_height: usize, got_width: usize, want_height: usize, want_width: usize },
-    #[error("{}: the image has {got} channel(s) and the model takes {want}; {reason}", path.display())]
-    Channels { path: PathBuf, got: usize, want: usize, reason: String },
 }
 
 /// Inputs that cannot be walked at all. A single bad file or CSV row is not an

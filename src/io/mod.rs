@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::error::DecodeError;
 
-pub use png::{ChannelConversion, DecodedImage, ModelInput, to_model_input};
+pub use png::DecodedImage;
 
 /// Refuse images with more pixels than this unless told otherwise: 100
 /// megapixels is far above any radiograph and well below what would exhaust

@@ -7,15 +7,12 @@
 //!
 //! Images over a pixel limit are refused after reading only the header, before
 //! any pixel buffer exists, so a small file claiming 60000×60000 pixels (a
-//! decompression bomb) costs nothing. [`to_model_input`] adapts channels
-//! exactly (grey replicated to 3, RGB to grey by ITU-R BT.601 luma) and refuses
-//! a size mismatch; resizing belongs to `preprocess.rs`, behind a flag.
+//! decompression bomb) costs nothing. Channels and size are adapted to the
+//! model by `preprocess.rs`, differentiably.
 
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
-use ndarray::Array3;
-use serde::Serialize;
 
 use crate::error::DecodeError;
 
@@ -37,27 +34,6 @@ pub struct DecodedImage {
     pub bit_depth: u8,
     /// Channels in the file, alpha included: 1, 2, 3 or 4.
     pub source_channels: usize,
-}
-
-/// What [`to_model_input`] did to the channels, so reports can state it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelConversion {
-    /// The image already had the model's channel count.
-    None,
-    /// One grey channel copied into each of the model's three.
-    GreyReplicated,
-    /// RGB reduced to one channel as Y = 0.299 R + 0.587 G + 0.114 B
-    /// (ITU-R BT.601 luma, as PIL's `convert("L")`), on the [0, 1] values.
-    RgbToGreyBt601,
-}
-
-/// An image ready for the model (before normalisation), and how it got there.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelInput {
-    /// `channels × height × width`, values in [0, 1].
-    pub data: Array3<f32>,
-    pub conversion: ChannelConversion,
 }
 
 /// Decode a PNG or JPEG file. Refuses images with more than `max_pixels`
@@ -142,57 +118,6 @@ fn planar<T: Copy + Into<f32>>(raw: &[T], src_channels: usize, keep: usize, w: u
         }
     }
     out
-}
-
-/// Adapt a decoded image to a model input of `channels_wanted × height ×
-/// width`. Grey is replicated to 3 channels; RGB becomes grey by BT.601 luma
-/// when the model takes 1 channel; the conversion is returned so it can be
-/// reported. Any other channel pairing, and any size mismatch, is an error
-/// (resizing is a preprocessing step the user asks for).
-pub fn to_model_input(
-    img: &DecodedImage,
-    channels_wanted: usize,
-    height: usize,
-    width: usize,
-) -> Result<ModelInput, DecodeError> {
-    if (img.height, img.width) != (height, width) {
-        return Err(DecodeError::Size {
-            path: img.path.clone(),
-            got_height: img.height,
-            got_width: img.width,
-            want_height: height,
-            want_width: width,
-        });
-    }
-    let plane = height * width;
-    let (data, conversion) = match (img.channels, channels_wanted) {
-        (got, want) if got == want => (img.data.clone(), ChannelConversion::None),
-        (1, 3) => (img.data.repeat(3), ChannelConversion::GreyReplicated),
-        (3, 1) => {
-            let (r, rest) = img.data.split_at(plane);
-            let (g, b) = rest.split_at(plane);
-            // f64 then clamp: the weights sum to 1 only up to rounding, and a
-            // white pixel must stay inside the valid range [0, 1].
-            let y = (0..plane)
-                .map(|i| {
-                    let y = 0.299 * f64::from(r[i]) + 0.587 * f64::from(g[i]) + 0.114 * f64::from(b[i]);
-                    (y as f32).clamp(0.0, 1.0)
-                })
-                .collect();
-            (y, ChannelConversion::RgbToGreyBt601)
-        }
-        (got, want) => {
-            return Err(DecodeError::Channels {
-                path: img.path.clone(),
-                got,
-                want,
-                reason: "advscan converts only grey to 3 channels and RGB to grey".into(),
-            });
-        }
-    };
-    let data = Array3::from_shape_vec((channels_wanted, height, width), data)
-        .expect("channel conversion produced channels_wanted × height × width values");
-    Ok(ModelInput { data, conversion })
 }
 
 #[cfg(test)]
@@ -368,41 +293,5 @@ mod tests {
         let small = write::<Luma<u8>, u8>(dir.path(), "small.png", 4, 4, vec![0; 16]);
         assert!(matches!(decode(&small, 15), Err(DecodeError::TooLarge { pixels: 16, limit: 15, .. })));
         assert!(decode(&small, 16).is_ok());
-    }
-
-    #[test]
-    fn model_input_adapts_channels_and_refuses_size_mismatch() {
-        let dir = tempfile::tempdir().unwrap();
-        let grey = decode(&write::<Luma<u8>, u8>(dir.path(), "g.png", 2, 1, vec![0, 255]), BIG).unwrap();
-        let same = to_model_input(&grey, 1, 1, 2).unwrap();
-        assert_eq!(same.conversion, ChannelConversion::None);
-        assert_eq!(same.data.shape(), &[1, 1, 2]);
-
-        let three = to_model_input(&grey, 3, 1, 2).unwrap();
-        assert_eq!(three.conversion, ChannelConversion::GreyReplicated);
-        assert_eq!(three.data.shape(), &[3, 1, 2]);
-        for c in 0..3 {
-            assert_eq!(three.data.slice(ndarray::s![c, .., ..]).iter().copied().collect::<Vec<_>>(), vec![0.0, 1.0]);
-        }
-
-        // Pure red, pure green, white: luma 0.299, 0.587, and 1 (clamped, never above).
-        let rgb =
-            decode(&write::<Rgb<u8>, u8>(dir.path(), "rgb.png", 3, 1, vec![255, 0, 0, 0, 255, 0, 255, 255, 255]), BIG)
-                .unwrap();
-        let luma = to_model_input(&rgb, 1, 1, 3).unwrap();
-        assert_eq!(luma.conversion, ChannelConversion::RgbToGreyBt601);
-        let y: Vec<f32> = luma.data.iter().copied().collect();
-        // f32 rounding of the f64 luma: half an ulp near 1.
-        for (got, want) in y.iter().zip([0.299f32, 0.587, 1.0]) {
-            assert!((got - want).abs() <= 1e-7, "{y:?}");
-        }
-        assert!(y[2] <= 1.0);
-
-        let err = to_model_input(&grey, 1, 28, 28).unwrap_err();
-        let msg = assert_names_file(err, &grey.path);
-        assert!(msg.contains("1×2") && msg.contains("28×28"), "{msg}");
-
-        let err = to_model_input(&rgb, 2, 1, 3).unwrap_err();
-        assert!(matches!(err, DecodeError::Channels { got: 3, want: 2, .. }), "{err}");
     }
 }
