@@ -219,6 +219,7 @@ fn merged_ids(parts: &[Part]) -> Result<Option<Vec<(String, String)>>, MergeErro
 /// were anonymised). The reports are the caller's (see the binary).
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError> {
     let results_path = out.join("results.json");
+    crate::report::check_out_dir(out)?;
     let parts = inputs.iter().map(|g| read_part(g)).collect::<Result<Vec<_>, _>>()?;
     if let Some(p) = parts.iter().find(|p| {
         let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);

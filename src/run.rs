@@ -263,6 +263,13 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     if let Some(a) = attacks.iter().find(|a| !a.supports(req.norm)) {
         return Err(crate::error::AttackError::unsupported_norm(a.name(), req.norm.as_str()).into());
     }
+    crate::report::check_out_dir(&req.out)?;
+    // A report folder is replaced as a whole: no adversarial file of an earlier run may stay.
+    let adversarial_dir = req.out.join("adversarial");
+    if adversarial_dir.is_dir() {
+        std::fs::remove_dir_all(&adversarial_dir)
+            .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;
+    }
     let (config, config_path, defaults) = ModelConfig::resolve(&req.model, req.model_config.as_deref())?;
     // Not tied to `quiet` (which only hides the progress bar, and is forced
     // when stderr is not a terminal): a run on defaults must always say so.
@@ -655,7 +662,6 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         });
         order.truncate(showcase);
         let (a, eps) = (attacks[ai].as_ref(), &req.eps[ei]);
-        let adversarial_dir = req.out.join("adversarial");
         if req.save_adversarial > 0 {
             std::fs::create_dir_all(&adversarial_dir)
                 .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;

@@ -300,3 +300,51 @@ fn anonymize_keeps_input_names_out_of_every_report() {
     }
     assert!(ids.contains("MRN4711_chest.png") && ids.contains("MRN0815_broken.png"));
 }
+
+/// `--out` at a folder of other files (here: the data itself) is refused
+/// before anything is written; an advscan report folder is reused.
+#[test]
+fn out_must_be_new_empty_or_an_advscan_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    dataset(&data);
+    let before: Vec<_> = std::fs::read_dir(data.join("0")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let args = |out: &str| {
+        vec![
+            "attack".to_string(),
+            "--model".into(),
+            "models/pneumonia_cnn.onnx".into(),
+            "--data".into(),
+            data.to_str().unwrap().into(),
+            "--attack".into(),
+            "fgsm".into(),
+            "--eps".into(),
+            "2/255".into(),
+            "--gallery".into(),
+            "0".into(),
+            "--out".into(),
+            out.into(),
+        ]
+    };
+    let into_data = data.join("0");
+    let a = args(into_data.to_str().unwrap());
+    let o = advscan(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2 for --out at the data folder: {err}");
+    assert!(err.contains("not an advscan report"), "expected the refusal to say why: {err}");
+    let after: Vec<_> = std::fs::read_dir(&into_data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "expected nothing written into the refused folder");
+
+    // A report folder is reused: the second run replaces the first's results.
+    let out = tmp.path().join("out");
+    let a = args(out.to_str().unwrap());
+    for round in 0..2 {
+        let o = advscan(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "run {round} into the report folder: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -19,6 +19,24 @@ pub fn attack_rank(name: &str) -> usize {
 use crate::error::Error;
 use std::path::Path;
 
+/// Refuses an output folder that exists, is not empty and holds no
+/// `results.json`: it is not an advscan report, and writing reports (and
+/// `adversarial/`) into it could mix them with — or be mistaken for — the
+/// user's own files, such as the scans themselves. An advscan report folder
+/// is reused.
+pub fn check_out_dir(out: &Path) -> Result<(), Error> {
+    let Ok(mut entries) = std::fs::read_dir(out) else { return Ok(()) };
+    if entries.next().is_none() || out.join("results.json").is_file() {
+        return Ok(());
+    }
+    Err(Error::Output {
+        path: out.to_path_buf(),
+        reason: "--out is a folder that is not empty and holds no results.json, so it is not an advscan report; \
+                 choose a new or empty folder (advscan never writes among other files)"
+            .into(),
+    })
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
 /// flushed, then renamed over the target, so an interrupted run leaves the
 /// previous file or the complete new one, never a truncated one.
