@@ -84,8 +84,6 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 & 4)"),
     ("1.2.840.10008.1.2.4.57", "JPEG Lossless, Non-Hierarchical (Process 14)"),
     ("1.2.840.10008.1.2.4.70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction"),
-    ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless"),
-    ("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless"),
     ("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless Only"),
     ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
 ];
@@ -125,8 +123,22 @@ fn unsupported(path: &Path, reason: impl Into<String>) -> DecodeError {
     DecodeError::Unsupported { path: path.to_path_buf(), reason: reason.into() }
 }
 
+/// JPEG-LS, decoded when built with `--features jpeg-ls` (CharLS, needs cmake).
+pub const JPEG_LS_TRANSFER_SYNTAXES: &[(&str, &str)] =
+    &[("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless"), ("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless")];
+
+/// Every transfer syntax this build decodes.
+pub fn supported_transfer_syntaxes() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let jpeg_ls = if cfg!(feature = "jpeg-ls") { JPEG_LS_TRANSFER_SYNTAXES } else { &[] };
+    SUPPORTED_TRANSFER_SYNTAXES.iter().chain(jpeg_ls)
+}
+
 fn supported_list() -> String {
-    SUPPORTED_TRANSFER_SYNTAXES.iter().map(|(_, name)| *name).collect::<Vec<_>>().join(", ")
+    let mut list = supported_transfer_syntaxes().map(|(_, name)| *name).collect::<Vec<_>>().join(", ");
+    if !cfg!(feature = "jpeg-ls") {
+        list.push_str(" (JPEG-LS needs a build with --features jpeg-ls)");
+    }
+    list
 }
 
 /// The header values the decoder needs, read and checked before any pixel data.
@@ -950,7 +962,7 @@ mod tests {
 
     #[test]
     fn every_listed_transfer_syntax_has_a_decoder_in_this_build() {
-        for (uid, name) in SUPPORTED_TRANSFER_SYNTAXES {
+        for (uid, name) in supported_transfer_syntaxes() {
             let ts = TransferSyntaxRegistry.get(uid).unwrap_or_else(|| panic!("{name} ({uid}) not registered"));
             assert!(ts.can_decode_all() || matches!(ts.codec(), Codec::None | Codec::Dataset(Some(_))), "{name}");
         }
