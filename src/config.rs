@@ -62,8 +62,9 @@ pub struct InputConfig {
     pub size: Option<[usize; 2]>,
     /// Default bilinear.
     pub resize: Option<ResizeFilter>,
-    /// Channels of the attack variable (1 grey or 3 RGB); default: the
-    /// model's C. Grey is replicated when the model needs 3.
+    /// Channels the model takes (1 or 3), checked against the model; default:
+    /// the model's C. Each scan keeps its own channels: grey is replicated
+    /// when the model takes 3, RGB becomes BT.601 luma when it takes 1.
     pub channels: Option<usize>,
 }
 

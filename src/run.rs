@@ -264,12 +264,6 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         return Err(crate::error::AttackError::unsupported_norm(a.name(), req.norm.as_str()).into());
     }
     crate::report::check_out_dir(&req.out)?;
-    // A report folder is replaced as a whole: no adversarial file of an earlier run may stay.
-    let adversarial_dir = req.out.join("adversarial");
-    if adversarial_dir.is_dir() {
-        std::fs::remove_dir_all(&adversarial_dir)
-            .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;
-    }
     let (config, config_path, defaults) = ModelConfig::resolve(&req.model, req.model_config.as_deref())?;
     // Not tied to `quiet` (which only hides the progress bar, and is forced
     // when stderr is not a terminal): a run on defaults must always say so.
@@ -279,14 +273,14 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             eprintln!("  {d}");
         }
     }
-    if let Some(size) = config.input.size
-        && size != [h, w]
-    {
-        return Err(crate::config::ConfigError::Model {
-            path: config_path.clone(),
-            reason: format!("input.size is {size:?} but the model takes {h}×{w}"),
-        }
-        .into());
+    // The model's own input shape is the authority; a config that disagrees is a mistake.
+    let mismatch = match (config.input.size, config.input.channels) {
+        (Some(size), _) if size != [h, w] => Some(format!("input.size is {size:?} but the model takes {h}×{w}")),
+        (_, Some(ch)) if ch != c => Some(format!("input.channels is {ch} but the model takes {c} channel(s)")),
+        _ => None,
+    };
+    if let Some(reason) = mismatch {
+        return Err(crate::config::ConfigError::Model { path: config_path.clone(), reason }.into());
     }
     let (mean, std) = config.mean_std();
     let class_names = config.classes.names.clone().unwrap_or_default();
@@ -649,6 +643,12 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         min_eps = found.into_iter().map(Some).collect();
     }
 
+    // A report folder is replaced as a whole: no adversarial file of an earlier run may stay.
+    let adversarial_dir = req.out.join("adversarial");
+    if adversarial_dir.is_dir() {
+        std::fs::remove_dir_all(&adversarial_dir)
+            .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;
+    }
     let mut gallery = Vec::new();
     if let Some((ai, ei)) = gallery_run {
         // Most fragile first: smallest minimal ε when measured (unflipped last),

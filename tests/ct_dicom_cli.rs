@@ -595,6 +595,32 @@ fn model_config_errors_and_missing_config() {
     );
     assert!(r.is_null(), "expected no results.json when the config is refused");
 
+    // A config that contradicts the model's input is refused, not ignored.
+    for (name, body, says) in [
+        ("size.model.toml", "[input]\nsize = [32, 32]\n", "input.size is [32, 32] but the model takes 64×64"),
+        ("channels.model.toml", "[input]\nchannels = 3\n", "input.channels is 3 but the model takes 1 channel(s)"),
+    ] {
+        let cfg = write(tmp.path(), name, body.as_bytes());
+        let out = tmp.path().join(format!("out_{name}"));
+        let o = advscan(&[
+            "attack",
+            "--model",
+            MODEL,
+            "--data",
+            "fixtures/demo_ct",
+            "--eps",
+            "5HU",
+            "--model-config",
+            cfg.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "expected exit 2 for {name}: {stderr}");
+        assert!(stderr.contains(says), "expected stderr to say '{says}': {stderr}");
+    }
+
     // The model alone, without its .model.toml.
     let model = tmp.path().join("ct_nodule_cnn.onnx");
     std::fs::copy(repo().join(MODEL), &model).unwrap();
