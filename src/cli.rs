@@ -143,10 +143,14 @@ pub struct AttackArgs {
     /// report.html; 0 disables the gallery.
     #[arg(long, default_value_t = 8)]
     pub gallery: usize,
-    /// Reports name samples by short hashes instead of their paths; DIR/ids.csv maps them back.
-    /// Saved DICOM is de-identified (PS3.15 basic profile).
+    /// Reports name samples by short hashes instead of their paths. Saved DICOM is
+    /// de-identified (PS3.15 basic profile).
     #[arg(long)]
     pub anonymize: bool,
+    /// With --anonymize: write the key (short id → input path, CSV) to this file. It must lie
+    /// outside --out: it re-identifies the samples, so it never travels with the report.
+    #[arg(long, requires = "anonymize", value_name = "FILE")]
+    pub ids_file: Option<PathBuf>,
     /// The model config (input size, resize, window, normalisation, classes); default:
     /// MODEL.model.toml beside MODEL.onnx, else defaults (printed).
     #[arg(long, value_name = "FILE")]

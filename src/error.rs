@@ -52,6 +52,10 @@ pub enum Error {
     Gate(#[from] GateError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "interrupted by {signal}: the run stopped before it finished; no report was written, and an earlier report in the output folder is unchanged"
+    )]
+    Interrupted { signal: &'static str },
 }
 
 /// An attack that cannot run as asked, or whose result breaks its budget.
@@ -95,11 +99,12 @@ pub enum DecodeError {
     #[error("{}: not a decodable image: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "{}: the image is {width}×{height} = {pixels} pixels, over the limit of {limit} pixels \
-         (refused before decoding, so a decompression bomb cannot allocate)",
+        "{}: the image is {width}×{height} pixels × {frames} frame(s) = {pixels} pixels, over the limit of \
+         {limit} pixels (refused before decoding, so a decompression bomb cannot allocate); raise the limit \
+         with --max-pixels N",
         path.display()
     )]
-    TooLarge { path: PathBuf, width: u64, height: u64, pixels: u64, limit: u64 },
+    TooLarge { path: PathBuf, width: u64, height: u64, frames: u64, pixels: u64, limit: u64 },
 }
 
 /// Inputs that cannot be walked at all. A single bad file or CSV row is not an

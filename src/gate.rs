@@ -559,6 +559,8 @@ pub(crate) mod tests {
                 skipped: vec![],
                 notes: vec![],
                 preprocessing: vec![],
+                manifest_sha256: None,
+                manifest_files: 0,
             },
             settings: Settings {
                 attacks: vec!["fgsm".into(), "pgd".into()],

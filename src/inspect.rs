@@ -6,7 +6,7 @@
 //! `attack` will apply.
 
 use crate::config::ModelConfig;
-use crate::error::Error;
+use crate::error::{Error, ModelError};
 use crate::model::Classifier;
 use crate::model::grad::differentiable_ops;
 use crate::model::graph::TensorInfo;
@@ -52,7 +52,14 @@ pub struct Inspection {
 /// Inspects a model and resolves its config (`config`: `--model-config`, else
 /// the `.model.toml` beside the model, else defaults).
 pub fn inspect(path: &Path, config: Option<&Path>) -> Result<Inspection, Error> {
-    let model = Classifier::load(path)?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+    inspect_bytes(&bytes, path, config)
+}
+
+/// [`inspect`] on the bytes of a model file; `path` names it and locates
+/// its config and external data, as for a file. The fuzz targets enter here.
+pub fn inspect_bytes(bytes: &[u8], path: &Path, config: Option<&Path>) -> Result<Inspection, Error> {
+    let model = Classifier::from_bytes(bytes, path)?;
     let (config, config_path, config_defaults) = ModelConfig::resolve(path, config)?;
     let graph = model.graph();
     let mut hist: BTreeMap<&str, usize> = BTreeMap::new();

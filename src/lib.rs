@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod inspect;
+pub mod interrupt;
 pub mod io;
 pub mod merge;
 pub mod model;

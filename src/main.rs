@@ -9,28 +9,29 @@ mod cli;
 use advscan::gate::{self, Policy, Verdict};
 use advscan::inspect::inspect;
 use advscan::report::json::Results;
+use advscan::report::staging::Staging;
 use advscan::run::{AttackRequest, run_attack};
 use clap::Parser;
 use cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Gates `results` (when a policy is given), writes report.html, summary.md and junit.xml
-/// into `dir`, and prints one `FAIL` line per failed requirement.
+/// Writes report.html, summary.md and junit.xml into `dir` (beside its
+/// results.json) and gates `results` when a policy is given. The outer error
+/// is a failure to write; the inner one a policy that cannot be applied — the
+/// reports are written either way, since the run's figures are still worth reading.
 fn gate_and_report(
     dir: &Path,
     results: &Results,
     policy: Option<&Policy>,
     baseline: Option<&Path>,
-) -> anyhow::Result<Option<Verdict>> {
+) -> anyhow::Result<anyhow::Result<Option<Verdict>>> {
     let verdict = baseline
         .map(gate::read_results)
         .transpose()
         .and_then(|b| policy.map(|p| gate::evaluate(p, results, b.as_ref())).transpose());
-    // The reports are written even when the policy cannot be applied: the
-    // run's figures are still worth reading.
     advscan::report::write_reports(dir, results, verdict.as_ref().ok().and_then(Option::as_ref))?;
-    Ok(verdict?)
+    Ok(verdict.map_err(Into::into))
 }
 
 fn print_verdict(v: &Verdict) -> ExitCode {
@@ -51,16 +52,23 @@ fn parent(p: &Path) -> &Path {
     p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// What `attack` and `merge` do once results.json is written: print the table,
-/// gate and write the reports, and turn verdict and skipped inputs into the exit status.
-fn finish(results: &Results, results_path: &Path, policy: Option<&Policy>) -> anyhow::Result<ExitCode> {
-    print!("{}", advscan::report::table::render(results));
-    println!("\nresults: {}", results_path.display());
+/// What `attack` and `merge` do once results.json is staged: gate, write the
+/// reports beside it, swap the finished report folder in over `--out`, print
+/// the table, and turn verdict and skipped inputs into the exit status.
+fn finish(results: &Results, staging: Staging, policy: Option<&Policy>) -> anyhow::Result<ExitCode> {
     // Render from the file as written, exactly as `advscan report` does, so
     // both produce the same bytes whatever float parsing does.
-    let written = gate::read_results(results_path)?;
-    let verdict = gate_and_report(parent(results_path), &written, policy, None)?;
-    let code = verdict.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
+    let written = gate::read_results(&staging.path().join("results.json"))?;
+    let verdict = gate_and_report(staging.path(), &written, policy, None)?;
+    // A signal that arrived after the last batch still means "stop": the
+    // previous report stays.
+    advscan::interrupt::check()?;
+    let out = staging.out().to_path_buf();
+    staging.commit()?;
+    let results_path = out.join("results.json");
+    print!("{}", advscan::report::table::render(results));
+    println!("\nresults: {}", results_path.display());
+    let code = verdict?.as_ref().map(print_verdict).unwrap_or(ExitCode::SUCCESS);
     let skipped = results.data.skipped.len();
     if skipped > 0 {
         // The run completed, but some inputs were not evaluated: say so in the status.
@@ -115,29 +123,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_pixels: a.max_pixels,
                 gallery: a.gallery,
                 anonymize: a.anonymize,
+                ids_file: a.ids_file,
                 shard: a.shard,
                 model_config: a.model_config,
                 save_adversarial: a.save_adversarial,
             };
+            advscan::interrupt::install()?;
             let outcome = run_attack(&req)?;
-            finish(&outcome.results, &outcome.results_path, policy.as_ref())
+            finish(&outcome.results, outcome.staging, policy.as_ref())
         }
         Command::Merge { inputs, policy, out } => {
             let policy = policy.as_deref().map(Policy::from_file).transpose()?;
             let outcome = advscan::merge::merge(&inputs, &out)?;
             println!("merged {} shard(s): {} sample(s)", inputs.len(), outcome.results.samples.len());
-            finish(&outcome.results, &outcome.results_path, policy.as_ref())
+            finish(&outcome.results, outcome.staging, policy.as_ref())
         }
         Command::Gate { policy, baseline, results } => {
             let policy = Policy::from_file(&policy)?;
             let r = gate::read_results(&results)?;
-            let verdict = gate_and_report(parent(&results), &r, Some(&policy), baseline.as_deref())?;
+            let verdict = gate_and_report(parent(&results), &r, Some(&policy), baseline.as_deref())??;
             Ok(print_verdict(&verdict.expect("a policy was given")))
         }
         Command::Report { results, policy, baseline } => {
             let policy = policy.as_deref().map(Policy::from_file).transpose()?;
             let r = gate::read_results(&results)?;
-            gate_and_report(parent(&results), &r, policy.as_ref(), baseline.as_deref())?;
+            gate_and_report(parent(&results), &r, policy.as_ref(), baseline.as_deref())??;
             println!("wrote report.html, summary.md and junit.xml in {}", parent(&results).display());
             Ok(ExitCode::SUCCESS)
         }

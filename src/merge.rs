@@ -27,7 +27,9 @@
 use crate::error::{Error, GateError};
 use crate::eval;
 use crate::report::json::{Results, SampleRecord, Shard, SkippedRecord};
+use crate::report::staging::Staging;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -49,7 +51,8 @@ pub enum MergeError {
 /// The merged record and where it was written.
 pub struct MergeOutcome {
     pub results: Results,
-    pub results_path: PathBuf,
+    /// Holds results.json (and manifest.sha256) until the caller commits it over `--out`.
+    pub staging: Staging,
 }
 
 /// One input: as given on the command line, its results.json, its results.
@@ -193,30 +196,9 @@ fn validate(mut parts: Vec<Part>) -> Result<Vec<Part>, MergeError> {
     Ok(parts)
 }
 
-/// The union of the shards' `ids.csv` (written with `--anonymize`), sorted.
-fn merged_ids(parts: &[Part]) -> Result<Option<Vec<(String, String)>>, MergeError> {
-    let mut ids = BTreeSet::new();
-    let mut any = false;
-    for p in parts {
-        let file = p.file.with_file_name("ids.csv");
-        if !file.exists() {
-            continue;
-        }
-        any = true;
-        let bad = |e: String| MergeError::Input { path: file.clone(), reason: format!("not a readable ids.csv: {e}") };
-        let mut reader =
-            csv::ReaderBuilder::new().has_headers(true).from_path(&file).map_err(|e| bad(e.to_string()))?;
-        for row in reader.records() {
-            let row = row.map_err(|e| bad(e.to_string()))?;
-            ids.insert((row.get(0).unwrap_or_default().to_string(), row.get(1).unwrap_or_default().to_string()));
-        }
-    }
-    Ok(any.then(|| ids.into_iter().collect()))
-}
-
 /// Merges the shard results in `inputs` (folders holding a results.json, or
-/// the files) and writes `out/results.json` (and `out/ids.csv` when the shards
-/// were anonymised). The reports are the caller's (see the binary).
+/// the files) and writes `out/results.json` (and `out/manifest.sha256` when every
+/// shard has one). The reports are the caller's (see the binary).
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError> {
     let results_path = out.join("results.json");
     crate::report::check_out_dir(out)?;
@@ -238,7 +220,6 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
         .map(|c| c.predicted_as.len())
         .max()
         .unwrap_or(0);
-    let ids = merged_ids(&parts)?;
 
     let mut merged = parts[0].results.clone();
     merged.settings.shard = None;
@@ -303,12 +284,26 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
 
     eval::aggregate(&mut merged, classes).map_err(|reason| MergeError::Set(format!("cannot merge: {reason}")))?;
 
-    std::fs::create_dir_all(out).map_err(|e| Error::Output { path: out.to_path_buf(), reason: e.to_string() })?;
-    if let Some(ids) = ids {
-        crate::report::write_atomic(&out.join("ids.csv"), crate::report::anonymize::ids_csv(&ids).as_bytes())?;
+    // The data manifest: the shards' manifest files together (none when a
+    // shard has none, as an anonymised one).
+    let mut lines = Vec::new();
+    let mut complete = true;
+    for p in &parts {
+        match std::fs::read_to_string(p.file.with_file_name(crate::run::MANIFEST_FILE)) {
+            Ok(text) => lines
+                .extend(text.lines().filter_map(|l| l.split_once("  ")).map(|(h, f)| (h.to_string(), f.to_string()))),
+            Err(_) => complete = false,
+        }
     }
-    crate::report::write_atomic(&results_path, merged.to_json().as_bytes())?;
-    Ok(MergeOutcome { results: merged, results_path })
+    let manifest = complete.then(|| crate::run::manifest_text(lines));
+    merged.data.manifest_files = manifest.as_ref().map_or(0, |m| m.lines().count());
+    merged.data.manifest_sha256 = manifest.as_ref().map(|m| hex::encode(Sha256::digest(m.as_bytes())));
+    let staging = Staging::begin(out)?;
+    if let Some(manifest) = &manifest {
+        crate::report::write_atomic(&staging.path().join(crate::run::MANIFEST_FILE), manifest.as_bytes())?;
+    }
+    crate::report::write_atomic(&staging.path().join("results.json"), merged.to_json().as_bytes())?;
+    Ok(MergeOutcome { results: merged, staging })
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //!   (MONOCHROME1). Gradient 1 strictly inside (0, 1), 0 at and outside the
 //!   bounds, as `torch.clamp` with scalar bounds (checked on torch 2.15:
 //!   `clamp([-0.5, 0, 0.5, 1, 1.5], 0, 1)` backward is `[0, 0, 1, 0, 0]`).
-//!   With offset 0 and no inversion (PNG) the step is skipped: on the
-//!   attack's valid range [0, 1] the clamp is the identity, and skipping it
+//!   With offset 0, no inversion and a valid range inside [0, 1] (PNG) the
+//!   step is skipped: there the clamp is the identity, and skipping it
 //!   keeps the gradient at pixels exactly 0 or 1, which the clamp would zero
 //!   and so freeze saturated pixels.
 //! - resize: `F.interpolate` with `mode='nearest'` (index `floor(dst·in/out)`
@@ -87,6 +87,11 @@ pub struct PipelineSpec {
     pub offset: f32,
     /// MONOCHROME1: the model sees `1 − u`.
     pub invert: bool,
+    /// The scan's valid range reaches outside the window `[offset, offset + 1]`,
+    /// so the window clips (a CT whose window starts at 0 HU, say). When
+    /// false, with offset 0 and no inversion (PNG), the step is the identity
+    /// on every valid input and is skipped.
+    pub clip: bool,
     /// The model's `[C, H, W]`.
     pub dst: [usize; 3],
     pub filter: ResizeFilter,
@@ -264,7 +269,7 @@ impl Pipeline {
         }
         let map = |i: usize| (spec.src[i] != spec.dst[i]).then(|| AxisMap::new(spec.filter, spec.src[i], spec.dst[i]));
         Ok(Pipeline {
-            window: spec.offset != 0.0 || spec.invert,
+            window: spec.offset != 0.0 || spec.invert || spec.clip,
             rows: map(1),
             cols: map(2),
             channels,
@@ -503,7 +508,7 @@ mod tests {
     }
 
     fn spec(src: [usize; 3], dst: [usize; 3], filter: ResizeFilter) -> PipelineSpec {
-        PipelineSpec { src, offset: 0.0, invert: false, dst, filter, mean: vec![0.0], std: vec![1.0] }
+        PipelineSpec { src, offset: 0.0, clip: false, invert: false, dst, filter, mean: vec![0.0], std: vec![1.0] }
     }
 
     fn pipeline(s: PipelineSpec) -> Pipeline {
@@ -594,6 +599,15 @@ mod tests {
         assert_eq!(p.forward(&x).iter().copied().collect::<Vec<_>>(), [0.0, 0.0, 0.5, 1.0, 1.0]);
         let g = p.backward(&x, &ArrayD::ones(IxDyn(&[1, 1, 1, 5])));
         assert_eq!(g.iter().copied().collect::<Vec<_>>(), [0.0, 0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_window_starting_at_zero_still_clips_a_range_beyond_it() {
+        // Found by fuzzing: a CT window whose lower edge is exactly 0 HU has
+        // offset 0 like a PNG, but bone above the window must still clip to 1.
+        let p = pipeline(PipelineSpec { clip: true, ..spec([1, 1, 3], [1, 1, 3], ResizeFilter::Nearest) });
+        let x = ndarray::arr1(&[-0.5f32, 0.5, 2.0]).into_shape_with_order(IxDyn(&[1, 1, 1, 3])).unwrap();
+        assert_eq!(p.forward(&x).iter().copied().collect::<Vec<f32>>(), [0.0, 0.5, 1.0]);
     }
 
     #[test]
@@ -693,7 +707,7 @@ mod tests {
             ([1, 5, 5], -0.2, false, [3, 8, 3], ResizeFilter::Nearest, vec![0.1, 0.2, 0.3], vec![0.5, 0.6, 0.7]),
         ];
         for (src, offset, invert, dst, filter, mean, std) in cases {
-            let p = pipeline(PipelineSpec { src, offset, invert, dst, filter, mean, std });
+            let p = pipeline(PipelineSpec { src, offset, invert, clip: false, dst, filter, mean, std });
             let x = window_safe(&[2, src[0], src[1], src[2]], 3, f64::from(offset));
             check_backward(&p, &x);
         }
@@ -721,6 +735,7 @@ mod tests {
         let (y, g) = torch_case(PipelineSpec {
             src: [1, 5, 7],
             offset: 0.2,
+            clip: false,
             invert: true,
             dst: [3, 3, 4],
             filter: ResizeFilter::Bilinear,
@@ -755,6 +770,7 @@ mod tests {
         let (y, g) = torch_case(PipelineSpec {
             src: [3, 5, 4],
             offset: 0.0,
+            clip: false,
             invert: false,
             dst: [3, 3, 2],
             filter: ResizeFilter::Area,
@@ -786,6 +802,7 @@ mod tests {
         let (y, g) = torch_case(PipelineSpec {
             src: [3, 5, 5],
             offset: 0.0,
+            clip: false,
             invert: false,
             dst: [1, 3, 3],
             filter: ResizeFilter::Nearest,
@@ -816,6 +833,7 @@ mod tests {
         let p = pipeline(PipelineSpec {
             src: [1, 12, 10],
             offset: 0.3,
+            clip: false,
             invert: false,
             dst: [3, 5, 7],
             filter: ResizeFilter::Bilinear,
@@ -854,6 +872,7 @@ mod tests {
         let p = pipeline(PipelineSpec {
             src: [1, 128, 128],
             offset: 0.29333,
+            clip: false,
             invert: true,
             dst: [3, 64, 64],
             filter: ResizeFilter::Bilinear,
@@ -899,6 +918,7 @@ mod tests {
         let p = pipeline(PipelineSpec {
             src: [1, 6, 6],
             offset: 0.1,
+            clip: false,
             invert: false,
             dst: [3, 4, 4],
             filter: ResizeFilter::Area,

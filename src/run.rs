@@ -11,16 +11,19 @@
 use crate::attack::{self, Budget, Norm, Objective, sample_rng};
 use crate::config::ModelConfig;
 use crate::dataset::{self, Sample};
-use crate::error::{Error, GradError};
+use crate::error::DecodeError;
+use crate::error::{AttackError, Error, GradError};
 use crate::eval::{self, CleanOutcome};
 use crate::model::Classifier;
 use crate::model::grad::{Loss, engine::LossGrad};
 use crate::preprocess::{Pipeline, PipelineSpec, Preprocessed};
 use crate::report::json::*;
-use crate::scan::{EpsUnit, Intensity, Scan};
+use crate::report::staging::Staging;
+use crate::scan::{EpsUnit, Intensity, Scan, ScanRecord};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -152,8 +155,10 @@ pub struct AttackRequest {
     pub max_pixels: u64,
     /// How many of the most fragile samples to show in the gallery (0: none).
     pub gallery: usize,
-    /// Replace sample names and input paths by short hashes; write `ids.csv`.
+    /// Replace sample names and input paths by short hashes.
     pub anonymize: bool,
+    /// With `anonymize`: where to write the key (short id → path); never inside `out`.
+    pub ids_file: Option<PathBuf>,
     /// Evaluate only this shard of the data set listing.
     pub shard: Option<Shard>,
     /// `--model-config`; `None`: `<model>.model.toml` beside the model, else defaults.
@@ -166,7 +171,9 @@ pub struct AttackRequest {
 /// that into its exit status).
 pub struct RunOutcome {
     pub results: Results,
-    pub results_path: PathBuf,
+    /// Holds results.json (and manifest.sha256, adversarial/) until the caller has
+    /// added the reports and commits it over `--out`.
+    pub staging: Staging,
 }
 
 /// Counts model evaluations for `timing`, and is the `Objective` attacks see.
@@ -176,27 +183,159 @@ struct Counted<'a> {
     gradient: AtomicU64,
 }
 
+// Every model evaluation first checks for Ctrl-C/SIGTERM, so a run stops
+// within one forward or backward pass, even inside a long attack.
 impl Objective for Counted<'_> {
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
+        crate::interrupt::check()?;
         self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
         // Called from inside a worker: one session, no nested fan-out.
         self.model.session()?.logits(x.clone())
     }
     fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
+        crate::interrupt::check()?;
         self.gradient.fetch_add(classes.len() as u64, Ordering::Relaxed);
         self.model.loss_and_grad(x, classes, loss)
     }
 }
 
-fn stack(scans: &[Scan], idx: &[usize]) -> ArrayD<f32> {
-    let views: Vec<_> = idx.iter().map(|&i| scans[i].data.view()).collect();
-    // Batches are cut within one preprocessing group, whose scans share a shape.
-    ndarray::stack(Axis(0), &views).expect("scans of one group share one shape").into_dyn()
+/// What run.rs keeps of a decoded scan between its decodes: enough to group
+/// it and describe it, not its pixels.
+#[derive(Debug, Clone)]
+struct ScanMeta {
+    shape: [usize; 3],
+    intensity: Intensity,
+    record: ScanRecord,
+}
+
+impl ScanMeta {
+    fn of(scan: Scan) -> ScanMeta {
+        let s = scan.data.shape();
+        ScanMeta { shape: [s[0], s[1], s[2]], intensity: scan.intensity, record: scan.record }
+    }
+}
+
+/// The data manifest's file name in a report folder.
+pub const MANIFEST_FILE: &str = "manifest.sha256";
+
+/// One file read by the run, with the sha256 of its bytes (the data manifest).
+struct ManifestEntry {
+    path: PathBuf,
+    sha256: String,
+}
+
+/// `sha256sum` lines (`HASH  PATH`, paths relative to the data folder when
+/// inside it), sorted by path: `sha256sum -c` checks them, and the sha256 of
+/// this text is `data.manifest_sha256`.
+pub fn manifest_text(mut lines: Vec<(String, String)>) -> String {
+    lines.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    lines.dedup();
+    lines.iter().map(|(sha, path)| format!("{sha}  {path}\n")).collect()
+}
+
+fn manifest_path(data: &std::path::Path, file: &std::path::Path) -> String {
+    // A labels.csv names files relative to its own folder.
+    let root = if data.is_file() { data.parent().unwrap_or(data) } else { data };
+    file.strip_prefix(root).unwrap_or(file).to_string_lossy().replace('\\', "/")
+}
+
+/// Decodes samples' pixels again when a batch needs them; a file whose
+/// bytes changed since the run first read it is an error, not silently a
+/// different scan.
+struct Loader<'a> {
+    samples: &'a [Sample],
+    metas: &'a [ScanMeta],
+    manifest: &'a std::collections::HashMap<PathBuf, String>,
+    max_pixels: u64,
+    config: &'a ModelConfig,
+}
+
+impl Loader<'_> {
+    fn decode_file(&self, path: &std::path::Path) -> Result<Vec<Scan>, Error> {
+        let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+        if self.manifest.get(path).map(String::as_str) != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+            return Err(Error::Output {
+                path: path.to_path_buf(),
+                reason: "the file changed while advscan was running; run again on data that stays put".into(),
+            });
+        }
+        Ok(crate::scan::decode_bytes(&bytes, path, self.max_pixels, self.config)?)
+    }
+
+    /// Sample `i`'s scan (its frame of its file).
+    fn scan(&self, i: usize) -> Result<Scan, Error> {
+        let frames = self.decode_file(&self.samples[i].path)?;
+        self.pick(i, &frames)
+    }
+
+    fn pick(&self, i: usize, frames: &[Scan]) -> Result<Scan, Error> {
+        let k = self.metas[i].record.frame.map_or(0, |f| f - 1);
+        frames
+            .get(k)
+            .cloned()
+            .filter(|s| s.data.shape() == self.metas[i].shape && s.intensity == self.metas[i].intensity)
+            .ok_or_else(|| Error::Output {
+                path: self.samples[i].path.clone(),
+                reason: "decoded differently the second time (frame missing or other shape)".into(),
+            })
+    }
+
+    /// The batch `[N, C, H, W]` of samples `idx` (of one group, so one shape);
+    /// frames of one file decode it once.
+    fn stack(&self, idx: &[usize]) -> Result<ArrayD<f32>, Error> {
+        let mut scans: Vec<Scan> = Vec::with_capacity(idx.len());
+        let mut last: Option<(&std::path::Path, Vec<Scan>)> = None;
+        for &i in idx {
+            let path = self.samples[i].path.as_path();
+            if self.metas[i].record.frame.is_none() {
+                scans.push(self.scan(i)?);
+                continue;
+            }
+            if last.as_ref().is_none_or(|(p, _)| *p != path) {
+                last = Some((path, self.decode_file(path)?));
+            }
+            let frames = last.as_ref().map_or(&[][..], |(_, f)| f.as_slice());
+            scans.push(self.pick(i, frames)?);
+        }
+        let views: Vec<_> = scans.iter().map(|s| s.data.view()).collect();
+        // Batches are cut within one preprocessing group, whose scans share a shape.
+        Ok(ndarray::stack(Axis(0), &views)
+            .map_err(|e| Error::Output { path: PathBuf::from("<batch>"), reason: e.to_string() })?
+            .into_dyn())
+    }
+}
+
+/// One sample after the attack phase.
+struct Evaluated {
+    /// Position among the run's samples.
+    index: usize,
+    /// The class attacks move away from (or towards, when targeted).
+    class: usize,
+    clean: CleanOutcome,
+    outcomes: Vec<Outcome>,
+    checks: SampleChecks,
+    /// Drop of the clean class's probability under the gallery's run.
+    drop: f32,
+    min_eps: Option<Option<f32>>,
+    /// Why it cannot be evaluated: the model's output went NaN/Inf under an attack.
+    not_finite: Option<String>,
+}
+
+enum ChunkSample {
+    Evaluated(Evaluated),
+    /// The model's output was NaN or infinite on it (clean or attacked): why.
+    NotFinite(usize, String),
+}
+
+/// A batch's samples, and the worker time spent on each run and on the rest.
+struct ChunkResult {
+    samples: Vec<ChunkSample>,
+    run_seconds: Vec<f64>,
+    other_seconds: f64,
 }
 
 /// One sample's result under one attack at one ε.
 struct AttackedSample {
-    index: usize,
     probs: Vec<f32>,
     pred_quantized: usize,
     linf: f32,
@@ -263,7 +402,18 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     if let Some(a) = attacks.iter().find(|a| !a.supports(req.norm)) {
         return Err(crate::error::AttackError::unsupported_norm(a.name(), req.norm.as_str()).into());
     }
-    crate::report::check_out_dir(&req.out)?;
+    if let Some(file) = &req.ids_file {
+        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if absolute(file).starts_with(absolute(&req.out)) {
+            return Err(Error::Output {
+                path: file.clone(),
+                reason: "--ids-file must lie outside --out: the key re-identifies the samples and must not travel \
+                         with the report"
+                    .into(),
+            });
+        }
+    }
+    let staging = Staging::begin(&req.out)?;
     let (config, config_path, defaults) = ModelConfig::resolve(&req.model, req.model_config.as_deref())?;
     // Not tied to `quiet` (which only hides the progress bar, and is forced
     // when stderr is not a terminal): a run on defaults must always say so.
@@ -294,26 +444,44 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let listed: Vec<(usize, &Sample)> =
         ds.samples.iter().enumerate().filter(|(i, _)| req.shard.is_none_or(|sh| sh.contains(*i))).collect();
 
-    // Decode: a file that fails is recorded, the rest go on. A multi-frame
-    // file becomes one sample per frame, `id#k` (k from 1).
-    let decoded: Vec<Result<Vec<Scan>, String>> = listed
+    // Every listed file is decoded once here, to learn its frames' shapes and
+    // intensity maps (for grouping) and its sha256 (for the data manifest),
+    // and its pixels are dropped again: they are decoded anew batch by batch
+    // when attacked, so memory does not grow with the data set. A file that
+    // fails is recorded and the rest go on. A multi-frame file becomes one
+    // sample per frame, `id#k` (k from 1).
+    let decoded: Vec<(Option<String>, Result<Vec<ScanMeta>, String>)> = listed
         .par_iter()
         .map(|(_, s)| {
-            let scans = crate::scan::decode(&s.path, req.max_pixels, &config).map_err(|e| e.to_string())?;
-            for scan in &scans {
-                for e in &req.eps {
-                    e.unit.per_unit(&scan.intensity).map_err(|why| format!("{}: {why}", s.path.display()))?;
-                }
-            }
-            Ok(scans)
+            let bytes = match std::fs::read(&s.path) {
+                Ok(bytes) => bytes,
+                Err(source) => return (None, Err(DecodeError::Io { path: s.path.clone(), source }.to_string())),
+            };
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            let scans = crate::scan::decode_bytes(&bytes, &s.path, req.max_pixels, &config)
+                .map_err(|e| e.to_string())
+                .and_then(|scans| {
+                    for scan in &scans {
+                        for e in &req.eps {
+                            e.unit.per_unit(&scan.intensity).map_err(|why| format!("{}: {why}", s.path.display()))?;
+                        }
+                    }
+                    Ok(scans.into_iter().map(ScanMeta::of).collect())
+                });
+            (Some(sha256), scans)
         })
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
     let mut listing: Vec<usize> = Vec::new();
-    let mut scans: Vec<Scan> = Vec::new();
+    let mut metas: Vec<ScanMeta> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut group_of: Vec<usize> = Vec::new();
-    for ((i, s), d) in listed.iter().zip(decoded) {
+    let mut manifest: Vec<ManifestEntry> = Vec::new();
+    for ((i, s), (sha256, d)) in listed.iter().zip(decoded) {
+        // Every file read is in the manifest, also one that then failed to decode.
+        if let Some(sha256) = sha256 {
+            manifest.push(ManifestEntry { path: s.path.clone(), sha256 });
+        }
         let frames = match d {
             Ok(frames) => frames,
             Err(reason) => {
@@ -322,23 +490,23 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             }
         };
         let multi = frames.len() > 1;
-        for (k, scan) in frames.into_iter().enumerate() {
+        for (k, meta) in frames.into_iter().enumerate() {
             let id = if multi { format!("{}#{}", s.id, k + 1) } else { s.id.clone() };
-            let shape = scan.data.shape();
             let spec = PipelineSpec {
-                src: [shape[0], shape[1], shape[2]],
-                offset: scan.intensity.offset(),
-                invert: scan.intensity.invert,
+                src: meta.shape,
+                offset: meta.intensity.offset(),
+                invert: meta.intensity.invert,
+                clip: meta.intensity.window_clips(),
                 dst: [c, h, w],
                 filter: config.resize(),
                 mean: mean.clone(),
                 std: std.clone(),
             };
-            let g = match groups.iter().position(|g| *g.pipeline.spec() == spec && g.intensity == scan.intensity) {
+            let g = match groups.iter().position(|g| *g.pipeline.spec() == spec && g.intensity == meta.intensity) {
                 Some(g) => g,
                 None => match Pipeline::new(spec) {
                     Ok(pipeline) => {
-                        groups.push(Group { pipeline, intensity: scan.intensity });
+                        groups.push(Group { pipeline, intensity: meta.intensity });
                         groups.len() - 1
                     }
                     Err(e) => {
@@ -354,83 +522,26 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             };
             samples.push(Sample { id, path: s.path.clone(), label: s.label });
             listing.push(*i);
-            scans.push(scan);
+            metas.push(meta);
             group_of.push(g);
         }
     }
+    let manifest_files = manifest.len();
+    let file_hashes: std::collections::HashMap<PathBuf, String> =
+        manifest.iter().map(|m| (m.path.clone(), m.sha256.clone())).collect();
+    let loader = Loader {
+        samples: &samples,
+        metas: &metas,
+        manifest: &file_hashes,
+        max_pixels: req.max_pixels,
+        config: &config,
+    };
 
     let counted = Counted { model: &model, forward: AtomicU64::new(0), gradient: AtomicU64::new(0) };
     let batch = req.batch_size.max(1);
     let objective = |g: usize| Preprocessed { inner: &counted, pipeline: &groups[g].pipeline };
-    // Logits of every sample, batch by batch within each group.
-    let all_logits = |scans: &[Scan], group_of: &[usize]| -> Result<Vec<Vec<f32>>, Error> {
-        let chunks = group_chunks(group_of, groups.len(), batch);
-        let parts: Vec<Vec<(usize, Vec<f32>)>> = chunks
-            .par_iter()
-            .map(|(g, chunk)| {
-                let z = objective(*g).logits(&stack(scans, chunk))?;
-                Ok(chunk.iter().zip(z.outer_iter()).map(|(&i, row)| (i, row.to_vec())).collect())
-            })
-            .collect::<Result<_, Error>>()?;
-        let mut out = vec![Vec::new(); scans.len()];
-        for (i, z) in parts.into_iter().flatten() {
-            out[i] = z;
-        }
-        Ok(out)
-    };
-    let clean_logits = all_logits(&scans, &group_of)?;
-    // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
-    let finite: Vec<bool> = clean_logits.iter().map(|r| r.iter().all(|v| v.is_finite())).collect();
-    let keep: Vec<usize> = (0..samples.len()).filter(|&i| finite[i]).collect();
-    for i in (0..samples.len()).filter(|&i| !finite[i]) {
-        skipped.push(SkippedRecord {
-            path: format!("{} ({})", samples[i].path.display(), samples[i].id),
-            reason: "the model's output is NaN or infinite for this image".into(),
-        });
-    }
-    let samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
-    let listing: Vec<usize> = keep.iter().map(|&i| listing[i]).collect();
-    let scans: Vec<Scan> = keep.iter().map(|&i| scans[i].clone()).collect();
-    let group_of: Vec<usize> = keep.iter().map(|&i| group_of[i]).collect();
-    let clean_logits: Vec<Vec<f32>> = keep.iter().map(|&i| clean_logits[i].clone()).collect();
-    // A shard may be empty (more shards than inputs, or only broken files in
-    // it): it still writes its results, for the merge. A whole run may not.
-    if samples.is_empty() && req.shard.is_none() {
-        return Err(Error::Output {
-            path: req.data.clone(),
-            reason: format!("no image could be evaluated ({} skipped)", skipped.len()),
-        });
-    }
-    let n = samples.len();
-    let classes = clean_logits.first().map_or(0, Vec::len);
-    if let Some(t) = req.targeted
-        && n > 0
-        && t >= classes
-    {
-        return Err(
-            GradError::Graph(format!("--targeted {t}: the model has {classes} classes (0..{})", classes - 1)).into()
-        );
-    }
-    let clean: Vec<CleanOutcome> = clean_logits
-        .iter()
-        .zip(&samples)
-        .map(|(z, s)| {
-            let probs = eval::softmax(z);
-            CleanOutcome { label: s.label, pred: eval::argmax(&probs), probs }
-        })
-        .collect();
-    // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
-    let attack_classes: Vec<usize> = clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
     let chunks = group_chunks(&group_of, groups.len(), batch);
-
-    // Determinism: a second identical forward pass must agree bit for bit.
-    let mut check_data = vec![SampleChecks::default(); n];
-    let again = all_logits(&scans, &group_of)?;
-    for ((d, a), b) in check_data.iter_mut().zip(&clean_logits).zip(&again) {
-        d.nondeterministic = a.iter().zip(b).any(|(p, q)| p.to_bits() != q.to_bits());
-    }
-
-    let total = (attacks.len() * req.eps.len() * n) as u64;
+    let total = (attacks.len() * req.eps.len() * samples.len()) as u64;
     let bar = if req.quiet {
         ProgressBar::hidden()
     } else {
@@ -440,6 +551,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
             .unwrap_or(ProgressStyle::default_bar()),
     );
+    bar.set_message("attacking");
 
     let loss = Loss { kind: crate::model::grad::LossKind::CrossEntropy, targeted: req.targeted.is_some() };
     // ε and step sizes are converted to attack units per group (HU depend on
@@ -472,44 +584,12 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let rng_for = |a: &dyn attack::Attack, eps: &EpsSpec, i: usize| {
         sample_rng(req.seed, &format!("{}|{}|{}|{}", a.name(), req.norm, eps.label, samples[i].id))
     };
-    // Runs one attack at one ε over every sample: per sample its probabilities,
-    // L∞ and L2 distance (attack units), and the prediction after quantisation.
-    let attack_all = |a: &dyn attack::Attack, eps: &EpsSpec| -> Result<Vec<AttackedSample>, Error> {
-        let parts: Vec<Vec<AttackedSample>> = chunks
-            .par_iter()
-            .map(|(g, chunk)| {
-                let budget = budget_for(a.name(), eps, *g);
-                budget.validate()?;
-                let objective = objective(*g);
-                let x = stack(&scans, chunk);
-                let classes_b: Vec<usize> = chunk.iter().map(|&i| attack_classes[i]).collect();
-                let mut rngs: Vec<_> = chunk.iter().map(|&i| rng_for(a, eps, i)).collect();
-                let adv = a.run(&objective, &x, &classes_b, &mut rngs, &budget)?;
-                let logits = objective.logits(&adv)?;
-                let intensity = groups[*g].intensity;
-                let quantized = objective.logits(&quantize(&intensity, &adv, &x, budget.norm, budget.eps))?;
-                bar.inc(chunk.len() as u64);
-                Ok(chunk
-                    .iter()
-                    .zip(logits.outer_iter())
-                    .zip(quantized.outer_iter())
-                    .zip(norms(&x, &adv))
-                    .map(|(((&i, z), zq), (linf, l2))| AttackedSample {
-                        index: i,
-                        probs: eval::softmax(&z.to_vec()),
-                        pred_quantized: eval::argmax(&zq.to_vec()),
-                        linf,
-                        l2,
-                    })
-                    .collect())
-            })
-            .collect::<Result<_, Error>>()?;
-        Ok(parts.into_iter().flatten().collect())
-    };
-
+    let differentiable = model.engine().is_ok();
+    // The ε = 0 check replays the first attack requested that can run.
+    let zero_attack = attacks.iter().position(|a| differentiable || a.name() == "square" || a.name() == "noise");
     // The gallery (and --save-adversarial) show the strongest attack at the
     // largest ε; only the per-sample probability drop of that one run is
-    // kept here, and the few adversarial images shown are recomputed at the end.
+    // kept, and the few adversarial images shown are recomputed at the end.
     let showcase = req.gallery.max(req.save_adversarial);
     let gallery_run: Option<(usize, usize)> = if showcase == 0 {
         None
@@ -518,33 +598,305 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         let e = (0..req.eps.len()).rev().max_by(|&x, &y| eps_units(&req.eps[x]).total_cmp(&eps_units(&req.eps[y])));
         a.zip(e)
     };
-    let mut drops = vec![0f32; n];
-    let mut runs = Vec::new();
-    let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); n];
-    for (ai, a) in attacks.iter().enumerate() {
-        for (ei, eps) in req.eps.iter().enumerate() {
-            bar.set_message(format!("{} {}", a.name(), eps.label));
-            let t = Instant::now();
-            for r in attack_all(a.as_ref(), eps)? {
-                let (i, p) = (r.index, &r.probs);
-                let pred = eval::argmax(p);
-                outcomes[i].push(Outcome {
-                    attack: a.name().into(),
-                    norm: req.norm.to_string(),
-                    eps: eps.attack_units(&groups[group_of[i]].intensity),
-                    eps_label: eps.label.clone(),
-                    pred,
-                    confidence: p[pred],
-                    clean_pred_prob: p[clean[i].pred],
-                    flipped: pred != clean[i].pred,
-                    linf: r.linf,
-                    l2: r.l2,
-                    pred_quantized: Some(r.pred_quantized),
-                });
-                if gallery_run == Some((ai, ei)) {
-                    drops[i] = clean[i].probs[clean[i].pred] - p[clean[i].pred];
+    let runs_count = attacks.len() * req.eps.len();
+
+    // Everything per sample, one batch at a time: decode, predict clean
+    // (twice, for the determinism check), every attack at every ε, the
+    // trust checks and the minimal ε. A batch's pixels are dropped when it
+    // is done.
+    let attack_started = Instant::now();
+    let done: Vec<ChunkResult> = chunks
+        .par_iter()
+        .map(|(g, chunk)| -> Result<ChunkResult, Error> {
+            crate::interrupt::check()?;
+            let g = *g;
+            let started = Instant::now();
+            let objective = objective(g);
+            let intensity = groups[g].intensity;
+            let x_all = loader.stack(chunk)?;
+            let z = objective.logits(&x_all)?;
+            let again = objective.logits(&x_all)?;
+            let mut out = ChunkResult { samples: Vec::new(), run_seconds: vec![0.0; runs_count], other_seconds: 0.0 };
+            // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
+            let mut keep = Vec::new();
+            for (k, &i) in chunk.iter().enumerate() {
+                let row = z.row(k).to_vec();
+                if row.iter().all(|v| v.is_finite()) {
+                    keep.push(k);
+                } else {
+                    out.samples
+                        .push(ChunkSample::NotFinite(i, "the model's output is NaN or infinite for this image".into()));
                 }
             }
+            if keep.is_empty() {
+                out.other_seconds = started.elapsed().as_secs_f64();
+                return Ok(out);
+            }
+            let idx: Vec<usize> = keep.iter().map(|&k| chunk[k]).collect();
+            let x = if keep.len() == chunk.len() { x_all } else { x_all.select(Axis(0), &keep) };
+            let classes = z.ncols();
+            if let Some(t) = req.targeted
+                && t >= classes
+            {
+                return Err(GradError::Graph(format!(
+                    "--targeted {t}: the model has {classes} classes (0..{})",
+                    classes - 1
+                ))
+                .into());
+            }
+            let clean: Vec<CleanOutcome> = keep
+                .iter()
+                .zip(&idx)
+                .map(|(&k, &i)| {
+                    let probs = eval::softmax(&z.row(k).to_vec());
+                    CleanOutcome { label: samples[i].label, pred: eval::argmax(&probs), probs }
+                })
+                .collect();
+            // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
+            let attack_classes: Vec<usize> =
+                clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
+            let mut records: Vec<Evaluated> = keep
+                .iter()
+                .zip(&idx)
+                .zip(clean)
+                .map(|((&k, &i), clean)| Evaluated {
+                    index: i,
+                    class: 0,
+                    clean,
+                    outcomes: Vec::new(),
+                    checks: SampleChecks {
+                        nondeterministic: z.row(k).iter().zip(again.row(k)).any(|(p, q)| p.to_bits() != q.to_bits()),
+                        ..Default::default()
+                    },
+                    drop: 0.0,
+                    min_eps: None,
+                    not_finite: None,
+                })
+                .collect();
+            for (r, &cls) in records.iter_mut().zip(&attack_classes) {
+                r.class = cls;
+            }
+            out.other_seconds += started.elapsed().as_secs_f64();
+
+            // One attack at one ε on the batch rows `rows`: per sample its
+            // probabilities, L∞ and L2 distance (attack units), and the
+            // prediction after quantisation; `None` where the model's output
+            // on the adversarial image is NaN or infinite.
+            let attack_rows =
+                |a: &dyn attack::Attack, eps: &EpsSpec, rows: &[usize]| -> Result<Vec<Option<AttackedSample>>, Error> {
+                    crate::interrupt::check()?;
+                    let budget = budget_for(a.name(), eps, g);
+                    budget.validate()?;
+                    let xs = if rows.len() == idx.len() { x.clone() } else { x.select(Axis(0), rows) };
+                    let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
+                    let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, idx[k])).collect();
+                    let adv = a.run(&objective, &xs, &classes, &mut rngs, &budget)?;
+                    let logits = objective.logits(&adv)?;
+                    let quantized = objective.logits(&quantize(&intensity, &adv, &xs, budget.norm, budget.eps))?;
+                    Ok(logits
+                        .outer_iter()
+                        .zip(quantized.outer_iter())
+                        .zip(norms(&xs, &adv))
+                        .map(|((z, zq), (linf, l2))| {
+                            let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
+                            finite.then(|| AttackedSample {
+                                probs: eval::softmax(&z.to_vec()),
+                                pred_quantized: eval::argmax(&zq.to_vec()),
+                                linf,
+                                l2,
+                            })
+                        })
+                        .collect())
+                };
+            // The whole batch; when the attack itself met a NaN/Inf (a loss
+            // or gradient), one sample at a time, to find which. A sample's
+            // result does not depend on its batch, so this changes no other.
+            let attack_batch = |a: &dyn attack::Attack, eps: &EpsSpec| -> Result<Vec<Option<AttackedSample>>, Error> {
+                let all: Vec<usize> = (0..idx.len()).collect();
+                match attack_rows(a, eps, &all) {
+                    Err(Error::Attack(AttackError::NotFinite { .. })) => all
+                        .iter()
+                        .map(|&k| match attack_rows(a, eps, &[k]) {
+                            Ok(mut one) => Ok(one.pop().flatten()),
+                            Err(Error::Attack(AttackError::NotFinite { .. })) => Ok(None),
+                            Err(e) => Err(e),
+                        })
+                        .collect(),
+                    other => other,
+                }
+            };
+            for (ai, a) in attacks.iter().enumerate() {
+                for (ei, eps) in req.eps.iter().enumerate() {
+                    let t = Instant::now();
+                    for (rec, r) in records.iter_mut().zip(attack_batch(a.as_ref(), eps)?) {
+                        let Some(r) = r else {
+                            rec.not_finite.get_or_insert_with(|| {
+                                format!(
+                                    "the model's output is NaN or infinite on its {} adversarial image at ε = {}",
+                                    a.name(),
+                                    eps.label
+                                )
+                            });
+                            continue;
+                        };
+                        let p = &r.probs;
+                        let pred = eval::argmax(p);
+                        let clean_pred = rec.clean.pred;
+                        rec.outcomes.push(Outcome {
+                            attack: a.name().into(),
+                            norm: req.norm.to_string(),
+                            eps: eps.attack_units(&intensity),
+                            eps_label: eps.label.clone(),
+                            pred,
+                            confidence: p[pred],
+                            clean_pred_prob: p[clean_pred],
+                            flipped: pred != clean_pred,
+                            linf: r.linf,
+                            l2: r.l2,
+                            pred_quantized: Some(r.pred_quantized),
+                        });
+                        if gallery_run == Some((ai, ei)) {
+                            rec.drop = rec.clean.probs[clean_pred] - p[clean_pred];
+                        }
+                    }
+                    out.run_seconds[ai * req.eps.len() + ei] += t.elapsed().as_secs_f64();
+                    bar.inc(idx.len() as u64);
+                }
+            }
+
+            let t = Instant::now();
+            // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
+            // ε = 0 must reproduce the clean predictions exactly.
+            if let Some(a) = zero_attack {
+                let zero = EpsSpec { value: 0.0, unit: EpsUnit::Model, label: "0".into() };
+                for (rec, r) in records.iter_mut().zip(attack_batch(attacks[a].as_ref(), &zero)?) {
+                    rec.checks.eps_zero_changed = r.map(|r| eval::argmax(&r.probs) != rec.clean.pred);
+                }
+            }
+            if differentiable {
+                let grad = objective.loss_and_grad(x.clone(), &attack_classes, loss)?.grad;
+                for (rec, s) in records.iter_mut().zip(grad.outer_iter()) {
+                    rec.checks.gradient_zero = Some(s.iter().all(|&v| v == 0.0));
+                    rec.checks.gradient_nonfinite = Some(s.iter().any(|v| !v.is_finite()));
+                }
+            }
+            if req.min_eps {
+                // A quarter of an 8-bit grey level: finer than any file can store.
+                let precision = eval::MIN_EPS_PRECISION;
+                let eps_max = req.eps.iter().map(|e| e.attack_units(&intensity)).fold(0.0, f32::max);
+                let base =
+                    budget_for("pgd", &EpsSpec { value: eps_max, unit: EpsUnit::Model, label: String::new() }, g);
+                // Bisection runs sample by sample, whatever the batch size.
+                for (k, rec) in records.iter_mut().enumerate() {
+                    crate::interrupt::check()?;
+                    if rec.not_finite.is_some() {
+                        continue;
+                    }
+                    let i = rec.index;
+                    let xi = x.select(Axis(0), &[k]);
+                    let rng = |_: usize| sample_rng(req.seed, &format!("min-eps|{}|{}", req.norm, samples[i].id));
+                    match attack::minimal_eps::minimal_eps(
+                        &objective,
+                        &xi,
+                        &[rec.class],
+                        &rng,
+                        &base,
+                        eps_max,
+                        precision,
+                    ) {
+                        Ok(found) => rec.min_eps = Some(found.into_iter().next().flatten()),
+                        Err(Error::Attack(AttackError::NotFinite { .. })) => {
+                            rec.not_finite =
+                                Some("the model's output is NaN or infinite during the minimal-ε search".into())
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            out.other_seconds += t.elapsed().as_secs_f64();
+            out.samples.extend(records.into_iter().map(|r| match r.not_finite.clone() {
+                Some(reason) => ChunkSample::NotFinite(r.index, reason),
+                None => ChunkSample::Evaluated(r),
+            }));
+            Ok(out)
+        })
+        .collect::<Result<_, Error>>()?;
+    bar.finish_and_clear();
+    let attack_wall = attack_started.elapsed().as_secs_f64();
+
+    // Back in sample order; samples with non-finite clean logits become skipped entries.
+    let mut run_seconds = vec![0.0; runs_count];
+    let mut worker_seconds = 0.0;
+    let mut evaluated: Vec<Option<Evaluated>> = (0..samples.len()).map(|_| None).collect();
+    for part in done {
+        for (s, t) in run_seconds.iter_mut().zip(&part.run_seconds) {
+            *s += t;
+        }
+        worker_seconds += part.run_seconds.iter().sum::<f64>() + part.other_seconds;
+        for s in part.samples {
+            match s {
+                ChunkSample::Evaluated(e) => {
+                    let i = e.index;
+                    evaluated[i] = Some(e);
+                }
+                ChunkSample::NotFinite(i, reason) => skipped
+                    .push(SkippedRecord { path: format!("{} ({})", samples[i].path.display(), samples[i].id), reason }),
+            }
+        }
+    }
+    // From here on, index = position among the evaluated samples.
+    let keep: Vec<usize> = (0..samples.len()).filter(|&i| evaluated[i].is_some()).collect();
+    let mut evaluated: Vec<Evaluated> = evaluated.into_iter().flatten().collect();
+    for (new, rec) in evaluated.iter_mut().enumerate() {
+        rec.index = new;
+    }
+    let samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
+    let listing: Vec<usize> = keep.iter().map(|&i| listing[i]).collect();
+    let metas: Vec<ScanMeta> = keep.iter().map(|&i| metas[i].clone()).collect();
+    let group_of: Vec<usize> = keep.iter().map(|&i| group_of[i]).collect();
+    // `runs[].eps`: in attack units of the first evaluated sample.
+    let eps_units = |e: &EpsSpec| match group_of.first() {
+        Some(&g) => e.attack_units(&groups[g].intensity),
+        None => e.value,
+    };
+    let loader = Loader {
+        samples: &samples,
+        metas: &metas,
+        manifest: &file_hashes,
+        max_pixels: req.max_pixels,
+        config: &config,
+    };
+    // A shard may be empty (more shards than inputs, or only broken files in
+    // it): it still writes its results, for the merge. A whole run may not.
+    if samples.is_empty() && req.shard.is_none() {
+        return Err(Error::Output {
+            path: req.data.clone(),
+            reason: format!("no image could be evaluated ({} skipped)", skipped.len()),
+        });
+    }
+    let n = samples.len();
+    let classes = evaluated.first().map_or(0, |e| e.clean.probs.len());
+
+    // The directional-derivative probe, on the first evaluated samples.
+    if differentiable {
+        for i in 0..n.min(eval::DIRECTIONAL_PROBES) {
+            crate::interrupt::check()?;
+            let x = loader.stack(&[i])?;
+            let (gd, fd) =
+                directional_probe(&objective(group_of[i]), x, evaluated[i].class, &samples[i], req.seed, loss)?;
+            // Stored as f32, which survives the JSON round trip exactly (merge
+            // recomputes from it); a NaN/Inf probe has nothing to compare.
+            let probe = [gd as f32, fd as f32];
+            evaluated[i].checks.directional = probe.iter().all(|v| v.is_finite()).then_some(probe);
+        }
+    }
+
+    // The attack phase's wall time, shared among the runs in proportion to
+    // the worker time each took (their sum is the phase's wall time, checks included).
+    let share = |s: f64| if worker_seconds > 0.0 { attack_wall * s / worker_seconds } else { 0.0 };
+    let mut runs = Vec::new();
+    for (ai, a) in attacks.iter().enumerate() {
+        for (ei, eps) in req.eps.iter().enumerate() {
             let budget = match group_of.first() {
                 Some(&g) => budget_for(a.name(), eps, g),
                 None => {
@@ -569,86 +921,12 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                 per_class: Vec::new(),
                 flip_rate_quantized: None,
                 robust_accuracy_quantized: None,
-                seconds: t.elapsed().as_secs_f64(),
+                seconds: share(run_seconds[ai * req.eps.len() + ei]),
             });
         }
     }
-    bar.finish_and_clear();
 
-    // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
-    let differentiable = model.engine().is_ok();
-    // ε = 0 must reproduce the clean predictions exactly (the first attack requested).
-    if let Some(a) = attacks.iter().find(|a| differentiable || a.name() == "square" || a.name() == "noise") {
-        let zero = EpsSpec { value: 0.0, unit: EpsUnit::Model, label: "0".into() };
-        for r in attack_all(a.as_ref(), &zero)? {
-            check_data[r.index].eps_zero_changed = Some(eval::argmax(&r.probs) != clean[r.index].pred);
-        }
-    }
-    if differentiable {
-        let grads: Vec<(usize, bool, bool)> = chunks
-            .par_iter()
-            .map(|(g, chunk)| {
-                let x = stack(&scans, chunk);
-                let cls: Vec<usize> = chunk.iter().map(|&i| attack_classes[i]).collect();
-                let grad = objective(*g).loss_and_grad(x, &cls, loss)?.grad;
-                Ok(chunk
-                    .iter()
-                    .zip(grad.outer_iter())
-                    .map(|(&i, s)| (i, s.iter().all(|&v| v == 0.0), s.iter().any(|v| !v.is_finite())))
-                    .collect::<Vec<_>>())
-            })
-            .collect::<Result<Vec<_>, Error>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, zero, nonfinite) in grads {
-            check_data[i].gradient_zero = Some(zero);
-            check_data[i].gradient_nonfinite = Some(nonfinite);
-        }
-        for i in 0..n.min(eval::DIRECTIONAL_PROBES) {
-            let (gd, fd) =
-                directional_probe(&objective(group_of[i]), &scans[i], attack_classes[i], &samples[i], req.seed, loss)?;
-            // Stored as f32, which survives the JSON round trip exactly (merge recomputes from it).
-            check_data[i].directional = Some([gd as f32, fd as f32]);
-        }
-    }
-
-    let mut min_eps: Vec<Option<Option<f32>>> = vec![None; n];
-    if req.min_eps {
-        // A quarter of an 8-bit grey level: finer than any file can store.
-        let precision = eval::MIN_EPS_PRECISION;
-        // Bisection runs sample by sample, so spread single samples over the
-        // workers whatever the batch size.
-        let found: Vec<Option<f32>> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let g = group_of[i];
-                let eps_max = req.eps.iter().map(|e| e.attack_units(&groups[g].intensity)).fold(0.0, f32::max);
-                let base =
-                    budget_for("pgd", &EpsSpec { value: eps_max, unit: EpsUnit::Model, label: String::new() }, g);
-                let x = stack(&scans, &[i]);
-                let rng = |_: usize| sample_rng(req.seed, &format!("min-eps|{}|{}", req.norm, samples[i].id));
-                let found = attack::minimal_eps::minimal_eps(
-                    &objective(g),
-                    &x,
-                    &[attack_classes[i]],
-                    &rng,
-                    &base,
-                    eps_max,
-                    precision,
-                )?;
-                Ok(found.into_iter().next().flatten())
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        min_eps = found.into_iter().map(Some).collect();
-    }
-
-    // A report folder is replaced as a whole: no adversarial file of an earlier run may stay.
-    let adversarial_dir = req.out.join("adversarial");
-    if adversarial_dir.is_dir() {
-        std::fs::remove_dir_all(&adversarial_dir)
-            .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;
-    }
+    let adversarial_dir = staging.path().join("adversarial");
     let mut gallery = Vec::new();
     if let Some((ai, ei)) = gallery_run {
         // Most fragile first: smallest minimal ε when measured (unflipped last),
@@ -657,7 +935,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         // union of the shards' top N.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&i, &j| {
-            let key = |k: usize| (min_eps[k].flatten(), drops[k], listing[k]);
+            let key = |k: usize| (evaluated[k].min_eps.flatten(), evaluated[k].drop, listing[k]);
             eval::fragility_cmp(key(i), key(j))
         });
         order.truncate(showcase);
@@ -670,12 +948,15 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             .par_iter()
             .enumerate()
             .map(|(rank, &i)| {
+                crate::interrupt::check()?;
                 let g = group_of[i];
                 let objective = objective(g);
                 let intensity = groups[g].intensity;
-                let x = stack(&scans, &[i]);
+                let rec = &evaluated[i];
+                let scan = loader.scan(i)?;
+                let x = scan.data.clone().insert_axis(Axis(0)).into_dyn();
                 let mut rngs = vec![rng_for(a, eps, i)];
-                let adv = a.run(&objective, &x, &[attack_classes[i]], &mut rngs, &budget_for(a.name(), eps, g))?;
+                let adv = a.run(&objective, &x, &[rec.class], &mut rngs, &budget_for(a.name(), eps, g))?;
                 let item = if rank < req.gallery {
                     let p = eval::softmax(&objective.logits(&adv)?.row(0).to_vec());
                     let pred = eval::argmax(&p);
@@ -692,11 +973,11 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                         attack: a.name().into(),
                         norm: req.norm.to_string(),
                         eps_label: eps.label.clone(),
-                        clean_pred: clean[i].pred,
-                        clean_confidence: clean[i].probs[clean[i].pred],
+                        clean_pred: rec.clean.pred,
+                        clean_confidence: rec.clean.probs[rec.clean.pred],
                         adv_pred: pred,
                         adv_confidence: p[pred],
-                        drop: drops[i],
+                        drop: rec.drop,
                         scale,
                         clean_png,
                         adversarial_png,
@@ -719,7 +1000,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     let written = crate::save::write_adversarial(
                         &adversarial_dir,
                         &samples[i],
-                        &scans[i],
+                        &scan,
                         quantized
                             .index_axis(Axis(0), 0)
                             .into_dimensionality()
@@ -736,28 +1017,25 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             .collect::<Result<_, Error>>()?;
         for (&i, (item, round_trip)) in order.iter().zip(shown) {
             gallery.extend(item);
-            check_data[i].round_trip = round_trip;
+            evaluated[i].checks.round_trip = round_trip;
         }
     }
 
-    let sample_records = samples
-        .iter()
+    let sample_records: Vec<SampleRecord> = evaluated
+        .into_iter()
+        .zip(&samples)
         .zip(&listing)
-        .zip(&clean)
-        .zip(outcomes)
-        .zip(min_eps)
-        .zip(check_data)
-        .zip(&scans)
-        .map(|((((((s, &index), c), o), m), d), scan)| SampleRecord {
+        .zip(&metas)
+        .map(|(((e, s), &index), meta)| SampleRecord {
             id: s.id.clone(),
             index,
             label: s.label,
-            clean_pred: c.pred,
-            clean_confidence: c.probs[c.pred],
-            outcomes: o,
-            min_eps: m,
-            check_data: d,
-            scan: Some(scan.record.clone()),
+            clean_pred: e.clean.pred,
+            clean_confidence: e.clean.probs[e.clean.pred],
+            outcomes: e.outcomes,
+            min_eps: e.min_eps,
+            check_data: e.checks,
+            scan: Some(meta.record.clone()),
         })
         .collect();
     let preprocessing = preprocessing_records(
@@ -774,6 +1052,8 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         elem_type: t.elem_type.clone(),
         shape: t.shape.iter().flatten().map(|d| serde_json::to_value(d).unwrap_or_default()).collect(),
     };
+    let manifest =
+        manifest_text(manifest.iter().map(|m| (m.sha256.clone(), manifest_path(&req.data, &m.path))).collect());
     let seconds = started.elapsed().as_secs_f64();
     let forward = counted.forward.load(Ordering::Relaxed);
     let gradient = counted.gradient.load(Ordering::Relaxed);
@@ -800,6 +1080,8 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             skipped,
             notes: ds.notes.clone(),
             preprocessing,
+            manifest_sha256: Some(hex::encode(Sha256::digest(manifest.as_bytes()))),
+            manifest_files,
         },
         settings: Settings {
             attacks: attacks.iter().map(|a| a.name().to_string()).collect(),
@@ -826,22 +1108,29 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             seconds,
             forward_evals: forward,
             gradient_evals: gradient,
-            images_per_second: if seconds > 0.0 { (total as f64) / seconds } else { 0.0 },
+            images_per_second: if seconds > 0.0 { (runs_count * n) as f64 / seconds } else { 0.0 },
         },
         gallery,
     };
     // Every aggregate comes from the per-sample records, as in `advscan merge`.
     eval::aggregate(&mut results, classes).map_err(|reason| Error::Output { path: req.out.clone(), reason })?;
-    std::fs::create_dir_all(&req.out).map_err(|e| Error::Output { path: req.out.clone(), reason: e.to_string() })?;
     if req.anonymize {
         let map = crate::report::anonymize::anonymize(&mut results);
-        crate::report::write_atomic(&req.out.join("ids.csv"), crate::report::anonymize::ids_csv(&map).as_bytes())?;
+        if let Some(file) = &req.ids_file {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Output { path: file.clone(), reason: e.to_string() })?;
+            }
+            crate::report::write_atomic(file, crate::report::anonymize::ids_csv(&map).as_bytes())?;
+        }
     }
     // Canonical order (after anonymising, which renames them), whatever order the files were met in.
     sort_skipped(&mut results.data.skipped);
-    let results_path = req.out.join("results.json");
-    crate::report::write_atomic(&results_path, results.to_json().as_bytes())?;
-    Ok(RunOutcome { results, results_path })
+    if !req.anonymize {
+        crate::report::write_atomic(&staging.path().join(MANIFEST_FILE), manifest.as_bytes())?;
+    }
+    crate::report::write_atomic(&staging.path().join("results.json"), results.to_json().as_bytes())?;
+    Ok(RunOutcome { results, staging })
 }
 
 /// One record per distinct preprocessing with its sample count, merged by
@@ -864,7 +1153,7 @@ pub fn sort_skipped(skipped: &mut Vec<SkippedRecord>) {
 /// direction d, on one sample (h = 1e-3 in attack units).
 fn directional_probe(
     model: &dyn Objective,
-    scan: &Scan,
+    x: ArrayD<f32>,
     class: usize,
     sample: &Sample,
     seed: u64,
@@ -872,7 +1161,6 @@ fn directional_probe(
 ) -> Result<(f64, f64), Error> {
     use rand_chacha::rand_core::Rng;
     let h = 1e-3f32;
-    let x = scan.data.clone().insert_axis(Axis(0)).into_dyn();
     let mut rng = sample_rng(seed, &format!("directional|{}", sample.id));
     let mut d: ArrayD<f32> =
         ArrayD::from_shape_fn(IxDyn(x.shape()), |_| (rng.next_u32() as f32 / u32::MAX as f32) - 0.5);
@@ -903,6 +1191,7 @@ fn read_back_prediction(
         src: [shape[0], shape[1], shape[2]],
         offset: scan.intensity.offset(),
         invert: scan.intensity.invert,
+        clip: scan.intensity.window_clips(),
         dst: model_shape,
         filter: config.resize(),
         mean,

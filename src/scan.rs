@@ -73,6 +73,14 @@ impl Intensity {
         ((lo / self.unit_scale) as f32, (hi / self.unit_scale) as f32)
     }
 
+    /// Whether the valid range `bounds()` reaches outside the window
+    /// `[offset, offset + 1]`, so that windowing clips (`PipelineSpec::clip`).
+    pub fn window_clips(&self) -> bool {
+        let (lo, hi) = self.bounds();
+        let offset = self.offset();
+        lo < offset || hi > offset + 1.0
+    }
+
     /// The window's lower edge in attack units (`PipelineSpec::offset`).
     pub fn offset(&self) -> f32 {
         (self.window_low / self.unit_scale) as f32
@@ -256,13 +264,37 @@ pub fn decode(path: &Path, max_pixels: u64, config: &ModelConfig) -> Result<Vec<
     match InputKind::from_path(path) {
         Some(InputKind::Dicom) => from_dicom(crate::io::dicom::decode(path, max_pixels)?, config),
         Some(kind @ (InputKind::Png | InputKind::Jpeg)) => {
-            let format = if kind == InputKind::Png { "png" } else { "jpeg" };
-            Ok(vec![from_png(crate::io::png::decode(path, max_pixels)?, format, config)])
+            Ok(vec![from_png(crate::io::png::decode(path, max_pixels)?, image_format(kind), config)])
         }
-        None => Err(DecodeError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!("unsupported file extension; advscan reads {}", crate::io::SUPPORTED_EXTENSIONS),
-        }),
+        None => Err(unsupported_extension(path)),
+    }
+}
+
+/// [`decode`] on the bytes of a file; `path` names it and its extension
+/// picks the decoder, as for a file. The fuzz targets (`fuzz/`) enter here.
+pub fn decode_bytes(
+    bytes: &[u8],
+    path: &Path,
+    max_pixels: u64,
+    config: &ModelConfig,
+) -> Result<Vec<Scan>, DecodeError> {
+    match InputKind::from_path(path) {
+        Some(InputKind::Dicom) => from_dicom(crate::io::dicom::decode_bytes(bytes, path, max_pixels)?, config),
+        Some(kind @ (InputKind::Png | InputKind::Jpeg)) => {
+            Ok(vec![from_png(crate::io::png::decode_bytes(bytes, path, max_pixels)?, image_format(kind), config)])
+        }
+        None => Err(unsupported_extension(path)),
+    }
+}
+
+fn image_format(kind: InputKind) -> &'static str {
+    if kind == InputKind::Png { "png" } else { "jpeg" }
+}
+
+fn unsupported_extension(path: &Path) -> DecodeError {
+    DecodeError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("unsupported file extension; advscan reads {}", crate::io::SUPPORTED_EXTENSIONS),
     }
 }
 

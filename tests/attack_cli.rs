@@ -248,7 +248,8 @@ fn gradient_masking_is_flagged() {
 }
 
 /// With --anonymize no file or folder name of the inputs appears in any
-/// report file; ids.csv (and only it) maps the short ids back.
+/// report file; the key (`--ids-file`) maps the short ids back and must lie
+/// outside the report folder.
 #[test]
 fn anonymize_keeps_input_names_out_of_every_report() {
     let tmp = tempfile::tempdir().unwrap();
@@ -258,21 +259,38 @@ fn anonymize_keeps_input_names_out_of_every_report() {
     blob_png(&data.join("jane_roe_followup.png"), 4);
     std::fs::write(data.join("MRN0815_broken.png"), b"not a png").unwrap();
     let out = tmp.path().join("out");
-    let (o, r) = run(&[
-        "attack",
-        "--model",
-        "models/pneumonia_cnn.onnx",
-        "--data",
-        data.to_str().unwrap(),
-        "--eps",
-        "8/255",
-        "--attack",
-        "pgd",
-        "--anonymize",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let key = tmp.path().join("private/key.csv");
+    let attack = |key: &std::path::Path| {
+        run(&[
+            "attack",
+            "--model",
+            "models/pneumonia_cnn.onnx",
+            "--data",
+            data.to_str().unwrap(),
+            "--eps",
+            "8/255",
+            "--attack",
+            "pgd",
+            "--anonymize",
+            "--ids-file",
+            key.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let inside = out.join("ids.csv");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_advscan"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["attack", "--model", "models/pneumonia_cnn.onnx", "--data", data.to_str().unwrap()])
+        .args(["--eps", "8/255", "--anonymize", "--ids-file", inside.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("--ids-file must lie outside --out"), "{msg}");
+    assert!(!out.exists(), "nothing is written when the key would land in the report");
+    let (o, r) = attack(&key);
     assert_eq!(o.status.code(), Some(2), "one input skipped");
     assert_eq!(r["data"]["samples"], 2);
     let secrets = ["DOE_JOHN", "MRN4711", "jane_roe", "MRN0815"];
@@ -281,9 +299,6 @@ fn anonymize_keeps_input_names_out_of_every_report() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         for s in secrets {
-            if name == "ids.csv" {
-                continue;
-            }
             assert!(!bytes.contains(s), "{name} contains '{s}'");
         }
     }
@@ -291,7 +306,7 @@ fn anonymize_keeps_input_names_out_of_every_report() {
         let text = String::from_utf8_lossy(s);
         assert!(secrets.iter().all(|x| !text.contains(x)), "console output leaks a name: {text}");
     }
-    let ids = std::fs::read_to_string(out.join("ids.csv")).unwrap();
+    let ids = std::fs::read_to_string(&key).unwrap();
     assert!(ids.starts_with("id,path\n"));
     for s in &r["samples"].as_array().unwrap()[..] {
         let id = s["id"].as_str().unwrap();

@@ -7,7 +7,8 @@
 //! f64, exactly as `pydicom.pixels.apply_modality_lut` does. It records what the
 //! file says about units, photometric interpretation and the VOI window, and it
 //! refuses images over a pixel budget from the header alone, before any pixel
-//! data is decoded.
+//! data is decoded, and files whose element headers declare more bytes than
+//! the file holds, before dicom-rs allocates them (`check_declared_lengths`).
 //!
 //! It does not window, invert MONOCHROME1, resize or normalise: that is
 //! `preprocess.rs`, which reads [`DicomImage::photometric`] and
@@ -93,16 +94,28 @@ pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
 pub fn has_dicom_preamble(path: &Path) -> bool {
     let mut head = [0u8; 132];
     match std::fs::File::open(path) {
-        Ok(mut f) => f.read_exact(&mut head).is_ok() && &head[128..132] == b"DICM",
+        Ok(mut f) => f.read_exact(&mut head).is_ok() && bytes_have_preamble(&head),
         Err(_) => false,
     }
 }
 
+fn bytes_have_preamble(bytes: &[u8]) -> bool {
+    bytes.get(128..132) == Some(b"DICM")
+}
+
 /// Decode one DICOM file into physical values, refusing images over
 /// `max_pixels` (rows × columns × frames, from the header) before any pixel
-/// data is decoded.
+/// data is decoded. The file is read whole (dicom-rs keeps the whole data set
+/// in memory anyway) and handed to [`decode_bytes`].
 pub fn decode(path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
-    match catch_unwind(AssertUnwindSafe(|| decode_inner(path, max_pixels))) {
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+    decode_bytes(&bytes, path, max_pixels)
+}
+
+/// [`decode`] on the bytes of a file; `path` only names it in errors and in
+/// [`DicomImage::path`]. The fuzz targets (`fuzz/`) enter here.
+pub fn decode_bytes(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, path, max_pixels))) {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload
@@ -226,15 +239,34 @@ fn read_header(path: &Path, obj: &Obj) -> Result<Geometry, DecodeError> {
     })
 }
 
-fn open(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
-    let meta = std::fs::metadata(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
-    if meta.len() == 0 {
+fn open(bytes: &[u8], path: &Path) -> Result<DefaultDicomObject, DecodeError> {
+    if bytes.is_empty() {
         return Err(corrupt(path, "empty file (0 bytes), not a DICOM file"));
     }
-    let preamble = has_dicom_preamble(path);
+    let preamble = bytes_have_preamble(bytes);
+    // Without the marker, random bytes or another format (a PNG named .dcm)
+    // fail this walk first: say what the file is not, as dicom-rs's error below does.
+    // The meta group follows "DICM", at 132 with the preamble, else at 4.
+    let meta_start = if preamble {
+        132
+    } else if bytes.starts_with(b"DICM") {
+        4
+    } else {
+        0
+    };
+    check_declared_lengths(bytes, meta_start).map_err(|why| {
+        if preamble {
+            corrupt(path, format!("not a readable DICOM file ({why})"))
+        } else {
+            corrupt(
+                path,
+                format!("not a DICOM file: no \"DICM\" marker at byte 128 and no readable file meta group ({why})"),
+            )
+        }
+    })?;
     let options =
         OpenFileOptions::new().read_preamble(if preamble { ReadPreamble::Always } else { ReadPreamble::Never });
-    options.open_file(path).map_err(|e| {
+    options.from_reader(bytes).map_err(|e| {
         let mut reason = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -253,6 +285,214 @@ fn open(path: &Path) -> Result<DefaultDicomObject, DecodeError> {
             corrupt(path, format!("not a readable DICOM file ({reason})"))
         }
     })
+}
+
+/// Undefined length (0xFFFFFFFF): a sequence, an item or encapsulated pixel
+/// data ending in a delimiter.
+const UNDEFINED: u32 = u32::MAX;
+
+/// How the data set after the file meta group is encoded.
+#[derive(Clone, Copy)]
+struct Encoding {
+    explicit: bool,
+    big_endian: bool,
+}
+
+/// A cursor over the data set's element headers, checking every declared
+/// length against the bytes that are left.
+struct LengthWalk<'a> {
+    bytes: &'a [u8],
+    enc: Encoding,
+}
+
+/// One element or item header: tag, VR (explicit syntaxes), value length,
+/// and where the value starts.
+struct Header {
+    group: u16,
+    element: u16,
+    vr: [u8; 2],
+    len: u32,
+    value: usize,
+}
+
+/// dicom-rs allocates (and zero-fills) an element's declared length before
+/// reading its value, so a file of a few hundred bytes declaring a 4 GB
+/// element costs 4 GB of memory before our pixel limit can look at the
+/// header. This walks every element and item header dicom-rs could read
+/// (file meta group, data set, sequence items, pixel data fragments) and
+/// refuses a defined length longer than the bytes left in the file, or one
+/// that is not a whole number of its VR's values.
+///
+/// The walk must not fall out of step with dicom-rs on malformed files (a
+/// header it does not check is a header dicom-rs may allocate for), so
+/// wherever a header could be read two ways it follows both: an item may be
+/// entered (a data set inside) or skipped (a value), and the data set may
+/// start where the meta group's elements end or where its group length
+/// says. Every position is visited once, so the walk is linear in the file
+/// size. Pixel data fragments are always skipped (their bytes are JPEG, not
+/// headers). A deflated data set is compressed, so only its meta group is
+/// walked: the deflated syntax remains unguarded.
+fn check_declared_lengths(bytes: &[u8], start: usize) -> Result<(), String> {
+    let meta = LengthWalk { bytes, enc: Encoding { explicit: true, big_endian: false } };
+    let mut pos = start;
+    let mut syntax = String::new();
+    let mut by_group_length = None;
+    while let Some(h) = meta.header(pos) {
+        if h.group != 0x0002 {
+            break;
+        }
+        let end = meta.value_end(&h, bytes.len())?;
+        match h.element {
+            0x0000 if h.len == 4 => {
+                let length = meta.u32_at(h.value, false).unwrap_or(0) as usize;
+                by_group_length = Some(end.saturating_add(length));
+            }
+            0x0010 => {
+                syntax = String::from_utf8_lossy(&bytes[h.value..end]).trim_end_matches(['\0', ' ']).to_string();
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    let enc = match syntax.as_str() {
+        "1.2.840.10008.1.2.1.99" => return Ok(()),
+        "1.2.840.10008.1.2" => Encoding { explicit: false, big_endian: false },
+        "1.2.840.10008.1.2.2" => Encoding { explicit: true, big_endian: true },
+        _ => Encoding { explicit: true, big_endian: false },
+    };
+    let walk = LengthWalk { bytes, enc };
+    // (position, inside encapsulated pixel data)
+    let mut todo: Vec<(usize, bool)> = vec![(pos, false)];
+    todo.extend(by_group_length.filter(|&p| p != pos && p < bytes.len()).map(|p| (p, false)));
+    let mut seen = std::collections::HashSet::new();
+    while let Some((pos, fragments)) = todo.pop() {
+        if !seen.insert((pos, fragments)) {
+            continue;
+        }
+        let Some(h) = walk.header(pos) else { continue };
+        let item = (h.group, h.element) == (0xFFFE, 0xE000);
+        if fragments {
+            match (h.group, h.element) {
+                (0xFFFE, 0xE000) => todo.push((walk.value_end(&h, bytes.len())?, true)),
+                // The sequence delimiter ends the fragments; anything else is
+                // malformed: read on as elements, as a lenient parser might.
+                _ => todo.push((h.value, false)),
+            }
+            continue;
+        }
+        if h.group == 0xFFFE && !item {
+            // A delimiter: 8 bytes, no value.
+            todo.push((h.value, false));
+            continue;
+        }
+        if h.len == UNDEFINED {
+            // A sequence, an item of undefined length, or encapsulated pixel
+            // data (whose items are fragments, not data sets).
+            let encapsulated = (h.group, h.element) == (0x7FE0, 0x0010) || matches!(&h.vr, b"OB" | b"OW");
+            todo.push((h.value, encapsulated));
+            continue;
+        }
+        let end = walk.value_end(&h, bytes.len())?;
+        if item || &h.vr == b"SQ" || (!walk.enc.explicit && is_sequence(h.group, h.element)) {
+            // Entered: a data set (or items) inside.
+            todo.push((h.value, false));
+        }
+        // Skipped whole, as a value.
+        todo.push((end, false));
+    }
+    Ok(())
+}
+
+impl LengthWalk<'_> {
+    fn u16_at(&self, at: usize, big_endian: bool) -> Option<u16> {
+        let b: [u8; 2] = self.bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    }
+
+    fn u32_at(&self, at: usize, big_endian: bool) -> Option<u32> {
+        let b: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// The header at `pos`, or `None` when the bytes end inside it.
+    fn header(&self, pos: usize) -> Option<Header> {
+        let be = self.enc.big_endian;
+        let group = self.u16_at(pos, be)?;
+        let element = self.u16_at(pos + 2, be)?;
+        // Items and delimiters have no VR in any syntax; the meta group is
+        // always little endian.
+        let be = be && group != 0x0002;
+        if group == 0xFFFE || !self.enc.explicit {
+            return Some(Header { group, element, vr: *b"  ", len: self.u32_at(pos + 4, be)?, value: pos + 8 });
+        }
+        let vr: [u8; 2] = self.bytes.get(pos + 4..pos + 6)?.try_into().ok()?;
+        // dicom-rs reads a VR it does not know as UN, with a 4-byte length.
+        let known = dicom_core::VR::from_binary(vr).is_some();
+        let long = !known
+            || matches!(
+                &vr,
+                b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+            );
+        Some(if long {
+            Header { group, element, vr, len: self.u32_at(pos + 8, be)?, value: pos + 12 }
+        } else {
+            Header { group, element, vr, len: u32::from(self.u16_at(pos + 6, be)?), value: pos + 8 }
+        })
+    }
+
+    /// End of a defined-length value, refused when it runs past `end`, or
+    /// when it is not a whole number of its VR's fixed-size values: dicom-rs
+    /// reads `length / size` values and would go on reading the next header
+    /// from the leftover bytes, out of step with this walk.
+    fn value_end(&self, h: &Header, end: usize) -> Result<usize, String> {
+        let vr = if self.enc.explicit || h.group == 0x0002 { Some(h.vr) } else { dictionary_vr(h.group, h.element) };
+        if let Some(size) = vr.and_then(fixed_value_size)
+            && h.len != UNDEFINED
+            && !(h.len as usize).is_multiple_of(size)
+        {
+            return Err(format!(
+                "element ({:04X},{:04X}) declares {} bytes, not a whole number of its {size}-byte values",
+                h.group, h.element, h.len
+            ));
+        }
+        let value_end = h.value.saturating_add(h.len as usize);
+        if value_end > end {
+            return Err(format!(
+                "element ({:04X},{:04X}) declares {} bytes where only {} are left",
+                h.group,
+                h.element,
+                h.len,
+                end.saturating_sub(h.value)
+            ));
+        }
+        Ok(value_end)
+    }
+}
+
+/// Implicit VR carries no VR: a defined-length sequence is known from the
+/// dictionary, as dicom-rs knows it.
+fn is_sequence(group: u16, element: u16) -> bool {
+    dictionary_vr(group, element) == Some(*b"SQ")
+}
+
+/// The VR the standard dictionary gives a tag (what dicom-rs reads an
+/// implicit-VR element as), when it is a single VR.
+fn dictionary_vr(group: u16, element: u16) -> Option<[u8; 2]> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    match dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag(group, element))?.vr() {
+        VirtualVr::Exact(vr) => vr.to_string().as_bytes().try_into().ok(),
+        _ => None,
+    }
+}
+
+/// Bytes per value of the VRs dicom-rs reads as arrays of fixed-size numbers.
+fn fixed_value_size(vr: [u8; 2]) -> Option<usize> {
+    match &vr {
+        b"OW" | b"SS" | b"US" => Some(2),
+        b"AT" | b"FL" | b"OF" | b"OL" | b"SL" | b"UL" => Some(4),
+        b"FD" | b"OD" | b"OV" | b"SV" | b"UV" => Some(8),
+        _ => None,
+    }
 }
 
 pub(crate) fn stored_range(bits_stored: u16, signed: bool) -> (i64, i64) {
@@ -660,8 +900,8 @@ fn modality_lut(path: &Path, obj: &Obj) -> Result<Option<ModalityLut>, DecodeErr
     Ok(Some(ModalityLut { first_map, data, lut_type: text(item, tags::MODALITY_LUT_TYPE) }))
 }
 
-fn decode_inner(path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
-    let mut obj = open(path)?;
+fn decode_inner(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
+    let mut obj = open(bytes, path)?;
     let ts_uid = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
     let ts = TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| {
         unsupported(path, format!("unknown transfer syntax {ts_uid}; advscan decodes {}", supported_list()))
@@ -672,7 +912,8 @@ fn decode_inner(path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError>
         return Err(DecodeError::TooLarge {
             path: path.to_path_buf(),
             width: h.columns as u64,
-            height: h.rows as u64 * h.frames as u64,
+            height: h.rows as u64,
+            frames: h.frames as u64,
             pixels: total,
             limit: max_pixels,
         });
@@ -731,7 +972,8 @@ fn decode_inner(path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError>
         .map(|frame| match &lut {
             Some(l) => {
                 let last = l.data.len() as i64 - 1;
-                frame.iter().map(|&v| l.data[(v - l.first_map).clamp(0, last) as usize] as f32).collect()
+                // Saturating: the descriptor's first mapped value is read as any integer VR the file chose.
+                frame.iter().map(|&v| l.data[v.saturating_sub(l.first_map).clamp(0, last) as usize] as f32).collect()
             }
             None if rescale_slope != 1.0 || rescale_intercept != 0.0 => {
                 frame.iter().map(|&v| (v as f64 * rescale_slope + rescale_intercept) as f32).collect()

@@ -502,18 +502,17 @@ pub fn write_derived(
     put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, &image_type.join("\\"));
     put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, derivation_description);
 
-    let mut uid_map =
-        |uid: &str| if anonymize { advscan_uid(&[b"anonymized", uid.as_bytes()]) } else { uid.to_string() };
     let mut reference = InMemDicomObject::new_empty();
     put_str(&mut reference, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &src_class);
-    put_str(&mut reference, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &uid_map(&src_sop));
+    // The source's own UID; with `anonymize`, mapped below like every instance UID.
+    put_str(&mut reference, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &src_sop);
     if frames > 1 {
         put_str(&mut reference, tags::REFERENCED_FRAME_NUMBER, VR::IS, &(frame + 1).to_string());
     }
     obj.put(DataElement::new(tags::SOURCE_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![reference])));
 
     if anonymize {
-        anonymize_in_place(&mut obj, &mut uid_map);
+        anonymize_in_place(&mut obj, &mut |uid: &str| advscan_uid(&[b"anonymized", uid.as_bytes()]));
     }
     put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &new_sop);
     put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &new_series);
@@ -616,39 +615,102 @@ const KEEP_SEQUENCES: &[Tag] = &[
     tags::ICON_IMAGE_SEQUENCE,
 ];
 
-/// UIDs replaced consistently (the same source UID always gives the same new UID).
-const REPLACE_UIDS: &[Tag] =
-    &[tags::STUDY_INSTANCE_UID, tags::FRAME_OF_REFERENCE_UID, tags::SYNCHRONIZATION_FRAME_OF_REFERENCE_UID];
+/// Text attributes also kept inside the items of kept sequences: the parts of a
+/// coded entry (e.g. the anatomy of an AnatomicRegionSequence).
+const KEEP_CODE_TEXT: &[Tag] = &[
+    tags::CODE_VALUE,
+    tags::CODING_SCHEME_DESIGNATOR,
+    tags::CODING_SCHEME_VERSION,
+    tags::CODE_MEANING,
+    tags::LONG_CODE_VALUE,
+];
+
+/// DICOM-defined UIDs (SOP classes, transfer syntaxes, coding schemes,
+/// well-known frames of reference) all lie under this root: they name no
+/// instance, so de-identification keeps them.
+const DICOM_UID_ROOT: &str = "1.2.840.10008.";
+
+/// UID attributes that name a class, not an instance: kept whatever their
+/// root (a private SOP class is not patient data).
+const CLASS_UIDS: &[Tag] = &[
+    tags::SOP_CLASS_UID,
+    tags::REFERENCED_SOP_CLASS_UID,
+    tags::RELATED_GENERAL_SOP_CLASS_UID,
+    tags::ORIGINAL_SPECIALIZED_SOP_CLASS_UID,
+    tags::CODING_SCHEME_UID,
+];
+
+/// Whether de-identification keeps an attribute. `nested`: inside an item of a
+/// kept sequence, whose own sequences describe the image too and where coded
+/// entries keep their text.
+fn keep_when_anonymized(tag: Tag, vr: VR, nested: bool) -> bool {
+    if tag.group() % 2 == 1 {
+        return false; // private
+    }
+    if !nested && EMPTY.contains(&tag) {
+        return true;
+    }
+    match vr {
+        // UN: an attribute this reader does not know, so cannot vouch for.
+        VR::PN | VR::DA | VR::DT | VR::TM | VR::UN => false,
+        VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC => {
+            KEEP_TEXT.contains(&tag) || (nested && KEEP_CODE_TEXT.contains(&tag))
+        }
+        VR::SQ => nested || KEEP_SEQUENCES.contains(&tag),
+        _ => true,
+    }
+}
+
+/// Applies [`keep_when_anonymized`] to `obj` and, recursively, to the items of
+/// the sequences it keeps, and replaces every instance UID (VR UI, not a
+/// [`CLASS_UIDS`] attribute, not under [`DICOM_UID_ROOT`]) through `uid_map`.
+fn scrub(obj: &mut InMemDicomObject, nested: bool, uid_map: &mut dyn FnMut(&str) -> String) {
+    let remove: Vec<Tag> =
+        obj.iter().filter(|e| !keep_when_anonymized(e.tag(), e.vr(), nested)).map(|e| e.tag()).collect();
+    for tag in remove {
+        obj.remove_element(tag);
+    }
+    let uids: Vec<(Tag, Vec<String>)> = obj
+        .iter()
+        .filter(|e| e.vr() == VR::UI && !CLASS_UIDS.contains(&e.tag()))
+        .filter_map(|e| {
+            Some((
+                e.tag(),
+                e.value().to_multi_str().ok()?.iter().map(|v| v.trim_end_matches([' ', '\0']).to_string()).collect(),
+            ))
+        })
+        .collect();
+    for (tag, values) in uids {
+        let mapped: Vec<String> = values
+            .iter()
+            .map(|v| if v.is_empty() || v.starts_with(DICOM_UID_ROOT) { v.clone() } else { uid_map(v) })
+            .collect();
+        if mapped != values {
+            put_str(obj, tag, VR::UI, &mapped.join("\\"));
+        }
+    }
+    let sequences: Vec<(Tag, Vec<InMemDicomObject>)> =
+        obj.iter().filter_map(|e| Some((e.tag(), e.items()?.to_vec()))).collect();
+    for (tag, mut items) in sequences {
+        for item in &mut items {
+            scrub(item, true, uid_map);
+        }
+        obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
+    }
+}
 
 /// De-identify a data set with the DICOM PS3.15 Basic Application Level
 /// Confidentiality Profile's rules for the commonly present attributes:
 /// patient and study identifiers emptied (Z), every other person name, date,
 /// time and date-time removed (X), free text removed except technical
 /// attributes ([`KEEP_TEXT`]), sequences removed except image-describing ones
-/// ([`KEEP_SEQUENCES`]), private attributes removed, Study and Frame of Reference
-/// UIDs replaced through `uid_map` (consistent across files). The caller sets
+/// ([`KEEP_SEQUENCES`], whose items get the same rules), private and unknown
+/// (UN) attributes removed, and every instance UID (U: Study, Series, SOP,
+/// Frame of Reference, Irradiation Event, referenced instances…) replaced
+/// through `uid_map` (consistent across files), at any depth. The caller sets
 /// the new SOP/Series UIDs and PatientIdentityRemoved.
 pub fn anonymize_in_place(obj: &mut InMemDicomObject, uid_map: &mut dyn FnMut(&str) -> String) {
-    let mut remove = Vec::new();
-    for e in obj.iter() {
-        let tag = e.tag();
-        let vr = e.vr();
-        let keep = if tag.group() % 2 == 1 {
-            false // private
-        } else if EMPTY.contains(&tag) {
-            true
-        } else {
-            match vr {
-                VR::PN | VR::DA | VR::DT | VR::TM => false,
-                VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC => KEEP_TEXT.contains(&tag),
-                VR::SQ => KEEP_SEQUENCES.contains(&tag),
-                _ => true,
-            }
-        };
-        if !keep {
-            remove.push(tag);
-        }
-    }
+    scrub(obj, false, uid_map);
     for tag in [
         tags::INSTITUTION_NAME,
         tags::INSTITUTION_ADDRESS,
@@ -662,20 +724,12 @@ pub fn anonymize_in_place(obj: &mut InMemDicomObject, uid_map: &mut dyn FnMut(&s
         tags::PATIENT_IDENTITY_REMOVED,
         tags::DEIDENTIFICATION_METHOD,
     ] {
-        remove.push(tag);
-    }
-    for tag in remove {
         obj.remove_element(tag);
     }
     for &tag in EMPTY {
         if let Some(e) = obj.get(tag) {
             let vr = e.vr();
             put_str(obj, tag, vr, "");
-        }
-    }
-    for &tag in REPLACE_UIDS {
-        if let Some(uid) = str_attr(obj, tag) {
-            put_str(obj, tag, VR::UI, &uid_map(&uid));
         }
     }
 }
@@ -918,5 +972,64 @@ mod tests {
             assert_eq!(str_attr(&d, tags::SERIES_INSTANCE_UID), str_attr(&d2, tags::SERIES_INSTANCE_UID));
             assert_eq!(std::fs::read(&src).unwrap(), src_bytes);
         }
+    }
+
+    /// The rules below the top level: instance UIDs replaced at any depth,
+    /// class and DICOM-defined UIDs kept, coded entries of kept sequences kept,
+    /// dates inside them and unknown (UN) attributes removed.
+    #[test]
+    fn anonymize_maps_instance_uids_at_any_depth_and_keeps_class_uids() {
+        let item = |elements: Vec<(Tag, VR, &str)>| {
+            let mut o = InMemDicomObject::new_empty();
+            for (tag, vr, v) in elements {
+                put_str(&mut o, tag, vr, v);
+            }
+            o
+        };
+        let seq = |tag: Tag, items: Vec<InMemDicomObject>| DataElement::new(tag, VR::SQ, DataSetSequence::from(items));
+        let mut obj = item(vec![
+            (tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+            (tags::IRRADIATION_EVENT_UID, VR::UI, "1.2.3.4"),
+            // A well-known frame of reference (Talairach) is not an instance.
+            (tags::FRAME_OF_REFERENCE_UID, VR::UI, "1.2.840.10008.1.4.1.1"),
+        ]);
+        obj.put(DataElement::new(Tag(0x0018, 0x9FF0), VR::UN, PrimitiveValue::from(vec![1u8, 2])));
+        let code = item(vec![
+            (tags::CODE_VALUE, VR::SH, "T-D3000"),
+            (tags::CODING_SCHEME_DESIGNATOR, VR::SH, "SRT"),
+            (tags::CODE_MEANING, VR::LO, "Chest"),
+        ]);
+        obj.put(seq(tags::ANATOMIC_REGION_SEQUENCE, vec![code]));
+        let mut shared = InMemDicomObject::new_empty();
+        shared.put(seq(
+            tags::REFERENCED_IMAGE_SEQUENCE,
+            vec![item(vec![
+                (tags::REFERENCED_SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+                (tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, "1.2.3.5"),
+            ])],
+        ));
+        shared.put(seq(
+            tags::FRAME_CONTENT_SEQUENCE,
+            vec![item(vec![(tags::FRAME_ACQUISITION_DATE_TIME, VR::DT, "20190704101112")])],
+        ));
+        obj.put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
+
+        anonymize_in_place(&mut obj, &mut |u: &str| format!("9.{u}"));
+
+        assert_eq!(str_attr(&obj, tags::SOP_CLASS_UID).as_deref(), Some(uids::CT_IMAGE_STORAGE));
+        assert_eq!(str_attr(&obj, tags::IRRADIATION_EVENT_UID).as_deref(), Some("9.1.2.3.4"));
+        assert_eq!(str_attr(&obj, tags::FRAME_OF_REFERENCE_UID).as_deref(), Some("1.2.840.10008.1.4.1.1"));
+        assert!(obj.get(Tag(0x0018, 0x9FF0)).is_none(), "UN removed");
+        let first =
+            |o: &InMemDicomObject, tag: Tag| o.get(tag).and_then(|e| e.items()).and_then(|i| i.first()).cloned();
+        let code = first(&obj, tags::ANATOMIC_REGION_SEQUENCE).expect("anatomic region kept");
+        assert_eq!(str_attr(&code, tags::CODE_MEANING).as_deref(), Some("Chest"));
+        assert_eq!(str_attr(&code, tags::CODE_VALUE).as_deref(), Some("T-D3000"));
+        let shared = first(&obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).expect("functional groups kept");
+        let reference = first(&shared, tags::REFERENCED_IMAGE_SEQUENCE).expect("nested sequence kept");
+        assert_eq!(str_attr(&reference, tags::REFERENCED_SOP_INSTANCE_UID).as_deref(), Some("9.1.2.3.5"));
+        assert_eq!(str_attr(&reference, tags::REFERENCED_SOP_CLASS_UID).as_deref(), Some(uids::CT_IMAGE_STORAGE));
+        let content = first(&shared, tags::FRAME_CONTENT_SEQUENCE).expect("nested sequence kept");
+        assert!(content.get(tags::FRAME_ACQUISITION_DATE_TIME).is_none(), "dates removed inside kept sequences");
     }
 }

@@ -52,8 +52,33 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DecodedImage, DecodeError>
     }
 
     // `open` guesses the format from the extension; the content's signature
-    // overrides it when recognised.
-    let mut reader = ImageReader::open(path).map_err(io_err)?.with_guessed_format().map_err(io_err)?;
+    // overrides it when recognised. The file is streamed: only the header is
+    // read before the pixel limit is checked.
+    let reader = ImageReader::open(path).map_err(io_err)?.with_guessed_format().map_err(io_err)?;
+    decode_reader(reader, path, max_pixels)
+}
+
+/// [`decode`] on the bytes of a file; `path` names it in errors and, through
+/// its extension, gives the format when the content's signature does not.
+/// The fuzz targets (`fuzz/`) enter here.
+pub fn decode_bytes(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DecodedImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Corrupt { path: path.to_path_buf(), reason: "the file is empty (0 bytes)".into() });
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
+    if let Ok(format) = ImageFormat::from_path(path) {
+        reader.set_format(format);
+    }
+    let reader = reader.with_guessed_format().map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+    decode_reader(reader, path, max_pixels)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    path: &Path,
+    max_pixels: u64,
+) -> Result<DecodedImage, DecodeError> {
+    let corrupt = |reason: String| DecodeError::Corrupt { path: path.to_path_buf(), reason };
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(other) => {
@@ -75,7 +100,14 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DecodedImage, DecodeError>
     let (width, height) = (u64::from(w), u64::from(h));
     let pixels = width * height;
     if pixels > max_pixels {
-        return Err(DecodeError::TooLarge { path: path.to_path_buf(), width, height, pixels, limit: max_pixels });
+        return Err(DecodeError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            frames: 1,
+            pixels,
+            limit: max_pixels,
+        });
     }
     if pixels == 0 {
         return Err(corrupt(format!("the header declares an empty image ({width}×{height})")));

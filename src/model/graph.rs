@@ -184,7 +184,9 @@ pub fn tensor_data(t: &pb::TensorProto, model_path: Option<&Path>) -> Result<Ten
     // model file is untrusted input, so contain that as an error.
     let loaded = std::panic::catch_unwind(|| tract_onnx::tensor::load_tensor(&resolver, t, dir.as_deref()))
         .map_err(|_| format!("tensor '{}' has an element type advscan cannot read", t.name))?
-        .map_err(|e| format!("tensor '{}': {e}", t.name))?;
+        // `{e:#}`: tract's top context alone ("Canonicalizing ONNX external
+        // data path ...") hides why, e.g. that the external data file is missing.
+        .map_err(|e| format!("tensor '{}': {e:#}", t.name))?;
     let shape = loaded.shape().to_vec();
     let dt = loaded.datum_type();
     let data = if dt.is_float() {

@@ -31,9 +31,16 @@ pub struct Classifier {
 impl Classifier {
     pub fn load(path: &Path) -> Result<Classifier, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Classifier::from_bytes(&bytes, path)
+    }
+
+    /// [`Classifier::load`] on the bytes of a model file. `path` names it in
+    /// errors, and external tensor data is resolved beside it, as for a file.
+    /// The fuzz targets (`fuzz/`) enter here.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
         let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut bytes.as_slice())
+            .proto_model_for_read(&mut &*bytes)
             .map_err(|e| ModelError::NotOnnx { path: path.into(), reason: format!("protobuf decoding failed: {e}") })?;
         let graph = Graph::from_proto(&proto, path)?;
         let unsupported = |reason: String| ModelError::Unsupported { path: path.into(), reason };
@@ -60,8 +67,15 @@ impl Classifier {
             Some(Dim::Fixed(n)) => Some(*n),
             _ => None,
         };
-        let plan = build_plan(&proto, path, graph.logits_name())
-            .map_err(|e| ModelError::Tract { path: path.into(), reason: format!("{e:#}") })?;
+        // tract asserts its own invariants with panics in places, and a model
+        // file is untrusted input: contain them as an error.
+        let plan =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_plan(&proto, path, graph.logits_name())))
+                .map_err(|payload| ModelError::Tract {
+                    path: path.into(),
+                    reason: format!("tract failed on this model ({})", panic_message(&*payload)),
+                })?
+                .map_err(|e| ModelError::Tract { path: path.into(), reason: format!("{e:#}") })?;
         let engine = Engine::new(&graph);
         Ok(Classifier { graph, sha256, plan, engine, sample_shape, batch_fixed })
     }
@@ -123,6 +137,14 @@ impl Classifier {
         let engine = self.engine.as_ref().map_err(|e| GradError::Graph(e.to_string()))?;
         Ok(engine.loss_and_grad(x, classes, loss)?)
     }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 fn build_plan(proto: &tract_onnx::pb::ModelProto, path: &Path, logits: &str) -> TractResult<Plan> {

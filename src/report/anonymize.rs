@@ -1,6 +1,7 @@
 //! `--anonymize`: before anything is written, every sample name and input
 //! path in the results is replaced by a short hash of it, and the mapping is
-//! returned for `ids.csv` (kept beside the reports, for whoever may re-identify).
+//! returned, for the key file `--ids-file` (never inside the report folder:
+//! it re-identifies the samples).
 //! File and folder names of clinical data often carry names or record
 //! numbers; the model's path is not patient data and stays.
 

@@ -322,10 +322,15 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
     let _ = writeln!(
         h,
         "<table><tr><th>model</th><td><code>{}</code></td></tr><tr><th>sha256</th><td><code>{}</code></td></tr>\
-         <tr><th>data</th><td><code>{}</code></td></tr></table>\n</section>",
+         <tr><th>data</th><td><code>{}</code></td></tr>{}</table>\n</section>",
         e(&r.model.path),
         e(&r.model.sha256),
-        e(&r.data.path)
+        e(&r.data.path),
+        r.data.manifest_sha256.as_ref().map_or(String::new(), |m| format!(
+            "<tr><th>data manifest sha256</th><td><code>{}</code> ({} file(s); <code>manifest.sha256</code>)</td></tr>",
+            e(m),
+            r.data.manifest_files
+        ))
     );
 
     // 2. Robustness curve.

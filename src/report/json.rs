@@ -11,7 +11,8 @@
 //!   preprocessing: [{samples, steps: [..]}]}`; `samples` counts the evaluated samples (skipped
 //!   files excluded); `skipped` is sorted by path (then reason), whatever order the files were met
 //!   in; `preprocessing` lists each distinct scan → model-input preprocessing (window, resize,
-//!   channels, normalise; identity steps omitted) with its sample count, sorted by steps.
+//!   channels, normalise; identity steps omitted) with its sample count, sorted by steps;
+//!   `manifest_sha256` and `manifest_files`: the data manifest (every file read, see `DataRecord`).
 //! - `settings`: every flag as resolved (`attacks`, `eps` labels, `norm`, `steps`, `step_size`
 //!   as written, `restarts`, `random_start`, `targeted`, `min_eps`, `seed`, `threads`, `batch_size`,
 //!   `gallery`), and `shard: {index, count}` for a run made with `--shard K/N` (`index` = K,
@@ -168,6 +169,15 @@ pub struct DataRecord {
     /// Each distinct preprocessing applied (scan → model input), with how many samples took it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preprocessing: Vec<PreprocessRecord>,
+    /// sha256 of the data manifest: `sha256sum` lines of every file the run
+    /// read (`HASH  PATH`, path relative to the data folder, sorted by path),
+    /// written beside results.json as `manifest.sha256` (not with
+    /// `--anonymize`, whose paths may be identifiers). Proves which scans were tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// How many files the manifest lists.
+    #[serde(default)]
+    pub manifest_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,9 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         r.data.labelled,
         r.data.skipped.len()
     );
+    if let Some(m) = &r.data.manifest_sha256 {
+        let _ = writeln!(s, "- data manifest: sha256 `{m}` ({} file(s))", r.data.manifest_files);
+    }
     let _ = writeln!(s, "- clean accuracy: {}", pct(r.clean.accuracy));
     let _ = writeln!(
         s,

@@ -8,6 +8,7 @@ pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod plot;
+pub mod staging;
 pub mod table;
 
 /// Attack strength for choosing one run to show (gallery, confusion

@@ -10,7 +10,7 @@
 //! extra loop levels cost nothing for 2-D inputs. It does not own ConvTranspose
 //! or QLinearConv.
 
-use super::value::finput;
+use super::value::{finput, with_scratch};
 use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
 use crate::model::graph::{Attr, Node};
 use ndarray::linalg::general_mat_mul;
@@ -386,6 +386,10 @@ fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, col: &mut [T
     let [_, in_h, in_w] = g.input;
     let [_, out_h, out_w] = g.out;
     let [sd, sh, sw] = g.stride;
+    // Stride 1 on both plane axes and as wide an output as input: output row
+    // oh + 1 reads the input row after the one row oh reads, so a kernel
+    // row's entries for a whole plane are one contiguous run of the input.
+    let contiguous_rows = sw == 1 && sh == 1 && in_w == out_w;
     let mut rows = col.chunks_exact_mut(out_len);
     for xc in x.chunks_exact(in_len).take(channels) {
         for td in &taps.0[0] {
@@ -400,6 +404,21 @@ fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, col: &mut [T
                             continue;
                         }
                         let id = ((od * sd) as isize + td.offset) as usize;
+                        if contiguous_rows && n > 0 && th.hi > th.lo {
+                            // Rows th.lo..th.hi of this plane read consecutive
+                            // input rows at one shift: one copy of the whole
+                            // span, then the entries that stood for padding
+                            // (and picked up neighbouring pixels) are cleared.
+                            let ih0 = (th.lo as isize + th.offset) as usize;
+                            let src = (id * in_h + ih0) * in_w + iw0 as usize;
+                            let dst = th.lo * out_w + tw.lo;
+                            let len = (th.hi - th.lo - 1) * out_w + n;
+                            plane[dst..dst + len].copy_from_slice(&xc[src..src + len]);
+                            plane[..th.lo * out_w].fill(T::zero());
+                            plane[th.hi * out_w..].fill(T::zero());
+                            clear_columns(plane, th.lo..th.hi, out_w, tw.lo, tw.hi);
+                            continue;
+                        }
                         for (oh, dst) in plane.chunks_exact_mut(out_w).enumerate() {
                             if oh < th.lo || oh >= th.hi || n == 0 {
                                 dst.fill(T::zero());
@@ -425,14 +444,37 @@ fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, col: &mut [T
     }
 }
 
+/// Zeroes columns `0..lo` and `hi..out_w` of rows `rows` of a plane with
+/// rows of `out_w`: the positions whose kernel tap falls in the padding. Only
+/// the sides that have such columns are visited (none for a centre tap).
+#[inline]
+fn clear_columns<T: Elem>(plane: &mut [T], rows: std::ops::Range<usize>, out_w: usize, lo: usize, hi: usize) {
+    // One padding column per side (3×3 kernels, pads 1) is the common case:
+    // single stores, where a general loop would become a memset call per row.
+    match lo {
+        0 => {}
+        1 => rows.clone().for_each(|oh| plane[oh * out_w] = T::zero()),
+        _ => rows.clone().for_each(|oh| plane[oh * out_w..oh * out_w + lo].fill(T::zero())),
+    }
+    match out_w - hi {
+        0 => {}
+        1 => rows.for_each(|oh| plane[oh * out_w + hi] = T::zero()),
+        _ => rows.for_each(|oh| plane[oh * out_w + hi..(oh + 1) * out_w].fill(T::zero())),
+    }
+}
+
 /// The adjoint of [`im2col`]: adds every column entry back onto the input
 /// position it was copied from (entries that stood for padding are dropped).
-fn col2im<T: Elem>(col: &[T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
+///
+/// `col` is scratch: in the contiguous case (see [`im2col`]) its padding
+/// entries are zeroed so that a whole plane's run can be added at once.
+fn col2im<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
     let (in_len, out_len) = (g.in_len(), g.out_len());
     let [_, in_h, in_w] = g.input;
     let [_, out_h, out_w] = g.out;
     let [sd, sh, sw] = g.stride;
-    let mut rows = col.chunks_exact(out_len);
+    let contiguous_rows = sw == 1 && sh == 1 && in_w == out_w;
+    let mut rows = col.chunks_exact_mut(out_len);
     for dxc in dx.chunks_exact_mut(in_len).take(channels) {
         for td in &taps.0[0] {
             for th in &taps.0[1] {
@@ -442,8 +484,23 @@ fn col2im<T: Elem>(col: &[T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [
                         continue;
                     }
                     let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
+                    let n = tw.hi - tw.lo;
                     for od in td.lo..td.hi {
                         let id = ((od * sd) as isize + td.offset) as usize;
+                        if contiguous_rows && th.hi > th.lo {
+                            // The adjoint of im2col's one-span copy: clear the
+                            // padding entries, then add the whole span.
+                            let plane = &mut row[od * out_h * out_w..][..out_h * out_w];
+                            clear_columns(plane, th.lo..th.hi, out_w, tw.lo, tw.hi);
+                            let ih0 = (th.lo as isize + th.offset) as usize;
+                            let dst = (id * in_h + ih0) * in_w + iw0;
+                            let src = th.lo * out_w + tw.lo;
+                            let len = (th.hi - th.lo - 1) * out_w + n;
+                            for (d, s) in dxc[dst..dst + len].iter_mut().zip(&plane[src..src + len]) {
+                                *d += *s;
+                            }
+                            continue;
+                        }
                         for oh in th.lo..th.hi {
                             let ih = ((oh * sh) as isize + th.offset) as usize;
                             let src = &row[(od * out_h + oh) * out_w..][tw.lo..tw.hi];
@@ -643,28 +700,31 @@ fn gemm_forward<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, y: &mut [T
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
     let pointwise = g.is_pointwise();
     let taps = Taps::new(g);
-    let mut col = if pointwise { Vec::new() } else { vec![T::zero(); ck * p] };
-    for ni in 0..d.n {
-        for gi in 0..d.group {
-            let xg = &x[(ni * d.c + gi * cg) * in_len..][..cg * in_len];
-            let yg = &mut y[(ni * d.m + gi * mg) * p..][..mg * p];
-            if let Some(b) = b {
-                for (row, &bm) in yg.chunks_exact_mut(p).zip(&b[gi * mg..(gi + 1) * mg]) {
-                    row.fill(bm);
+    // The column matrix lives in the worker's reused scratch: im2col writes
+    // every entry, so it needs no clearing.
+    with_scratch(if pointwise { 0 } else { ck * p }, |col: &mut [T]| {
+        for ni in 0..d.n {
+            for gi in 0..d.group {
+                let xg = &x[(ni * d.c + gi * cg) * in_len..][..cg * in_len];
+                let yg = &mut y[(ni * d.m + gi * mg) * p..][..mg * p];
+                if let Some(b) = b {
+                    for (row, &bm) in yg.chunks_exact_mut(p).zip(&b[gi * mg..(gi + 1) * mg]) {
+                        row.fill(bm);
+                    }
                 }
+                let colv = if pointwise {
+                    view(xg, ck, p)?
+                } else {
+                    im2col(xg, cg, g, &taps, col);
+                    view(col, ck, p)?
+                };
+                let wv = view(&w[gi * mg * ck..], mg, ck)?;
+                let beta = if b.is_some() { T::one() } else { T::zero() };
+                general_mat_mul(T::one(), &wv, &colv, beta, &mut view_mut(yg, mg, p)?);
             }
-            let colv = if pointwise {
-                view(xg, ck, p)?
-            } else {
-                im2col(xg, cg, g, &taps, &mut col);
-                view(&col, ck, p)?
-            };
-            let wv = view(&w[gi * mg * ck..], mg, ck)?;
-            let beta = if b.is_some() { T::one() } else { T::zero() };
-            general_mat_mul(T::one(), &wv, &colv, beta, &mut view_mut(yg, mg, p)?);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Adjoints of [`gemm_forward`], per sample n and group g:
@@ -682,36 +742,39 @@ fn gemm_backward<T: Elem>(
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
     let pointwise = g.is_pointwise();
     let taps = Taps::new(g);
-    let mut buf = if pointwise { Vec::new() } else { vec![T::zero(); ck * p] };
-    for ni in 0..d.n {
-        for gi in 0..d.group {
-            let x_at = (ni * d.c + gi * cg) * in_len;
-            let dyv = view(&dy[(ni * d.m + gi * mg) * p..], mg, p)?;
-            let wv = view(&w[gi * mg * ck..], mg, ck)?;
-            if let Some(dx) = dx.as_deref_mut() {
-                let dxg = &mut dx[x_at..][..cg * in_len];
-                if pointwise {
-                    // Groups write disjoint slices of dX, so no accumulation is needed.
-                    general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dxg, ck, p)?);
-                } else {
-                    general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(&mut buf, ck, p)?);
-                    col2im(&buf, cg, g, &taps, dxg);
+    // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
+    // entry written): neither reads what an earlier call left.
+    with_scratch(if pointwise { 0 } else { ck * p }, |buf: &mut [T]| {
+        for ni in 0..d.n {
+            for gi in 0..d.group {
+                let x_at = (ni * d.c + gi * cg) * in_len;
+                let dyv = view(&dy[(ni * d.m + gi * mg) * p..], mg, p)?;
+                let wv = view(&w[gi * mg * ck..], mg, ck)?;
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dxg = &mut dx[x_at..][..cg * in_len];
+                    if pointwise {
+                        // Groups write disjoint slices of dX, so no accumulation is needed.
+                        general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dxg, ck, p)?);
+                    } else {
+                        general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(buf, ck, p)?);
+                        col2im(buf, cg, g, &taps, dxg);
+                    }
+                }
+                if let Some(dw) = dw.as_deref_mut() {
+                    let xg = &x[x_at..][..cg * in_len];
+                    let colv = if pointwise {
+                        view(xg, ck, p)?
+                    } else {
+                        im2col(xg, cg, g, &taps, buf);
+                        view(buf, ck, p)?
+                    };
+                    let mut dwv = view_mut(&mut dw[gi * mg * ck..], mg, ck)?;
+                    general_mat_mul(T::one(), &dyv, &colv.t(), T::one(), &mut dwv);
                 }
             }
-            if let Some(dw) = dw.as_deref_mut() {
-                let xg = &x[x_at..][..cg * in_len];
-                let colv = if pointwise {
-                    view(xg, ck, p)?
-                } else {
-                    im2col(xg, cg, g, &taps, &mut buf);
-                    view(&buf, ck, p)?
-                };
-                let mut dwv = view_mut(&mut dw[gi * mg * ck..], mg, ck)?;
-                general_mat_mul(T::one(), &dyv, &colv.t(), T::one(), &mut dwv);
-            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Depthwise convolution (group = C): output channel m reads only input

@@ -36,13 +36,21 @@ impl<T: Elem> Op<T> for Binary {
         let shape = broadcast_shape(a.shape(), b.shape())?;
         Ok(vec![match (a, b) {
             (Value::F(a), Value::F(b)) => {
-                let mut out = ArrayD::zeros(IxDyn(&shape));
                 let f = match self.0 {
                     Arith::Add => |x: T, y: T| x + y,
                     Arith::Sub => |x: T, y: T| x - y,
                     Arith::Mul => |x: T, y: T| x * y,
                     Arith::Div => |x: T, y: T| x / y,
                 };
+                // Same shape, both contiguous (a residual Add): a plain slice loop.
+                if a.shape() == b.shape()
+                    && let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice())
+                {
+                    let v: Vec<T> = xs.iter().zip(ys).map(|(&x, &y)| f(x, y)).collect();
+                    let out = ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| super::OpError(e.to_string()))?;
+                    return Ok(vec![Value::F(out)]);
+                }
+                let mut out = ArrayD::zeros(IxDyn(&shape));
                 Zip::from(&mut out)
                     .and(&broadcast_to(a, &shape)?)
                     .and(&broadcast_to(b, &shape)?)

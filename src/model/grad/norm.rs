@@ -28,10 +28,36 @@ fn bn_affine<T: Elem>(inputs: &[Option<&Value<T>>], eps: f64) -> OpResult<(Vec<T
     Ok((k, s))
 }
 
-fn per_channel<T: Elem>(x: &ArrayD<T>, f: impl Fn(usize, T) -> T) -> ArrayD<T> {
+/// y = k_c·x (+ s_c) per channel (axis 1). Contiguous inputs (the engine's
+/// usual case) are mapped plane by plane with the channel's constants hoisted.
+fn per_channel<T: Elem>(x: &ArrayD<T>, k: &[T], s: Option<&[T]>) -> ArrayD<T> {
+    let c = x.shape()[1];
+    let plane: usize = x.shape()[2..].iter().product();
+    if let Some(xs) = x.as_slice()
+        && plane > 0
+    {
+        let mut y = Vec::with_capacity(xs.len());
+        for (i, p) in xs.chunks_exact(plane).enumerate() {
+            let kc = k[i % c];
+            match s {
+                Some(s) => {
+                    let sc = s[i % c];
+                    y.extend(p.iter().map(|&v| kc * v + sc));
+                }
+                None => y.extend(p.iter().map(|&v| kc * v)),
+            }
+        }
+        if let Ok(y) = ArrayD::from_shape_vec(x.raw_dim(), y) {
+            return y;
+        }
+    }
     let mut y = x.to_owned();
-    for (c, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {
-        lane.mapv_inplace(|v| f(c, v));
+    for (ch, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {
+        let (kc, sc) = (k[ch], s.map(|s| s[ch]));
+        lane.mapv_inplace(|v| match sc {
+            Some(sc) => kc * v + sc,
+            None => kc * v,
+        });
     }
     y
 }
@@ -43,7 +69,7 @@ struct BatchNorm {
 impl<T: Elem> Op<T> for BatchNorm {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let (k, s) = bn_affine(inputs, self.eps)?;
-        Ok(vec![Value::F(per_channel(finput(inputs, 0)?, |c, v| k[c] * v + s[c]))])
+        Ok(vec![Value::F(per_channel(finput(inputs, 0)?, &k, Some(&s)))])
     }
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
         // y = k_c·x + s_c with k_c = scale_c/√(var_c+ε): ∂L/∂x = k_c·g.
@@ -52,7 +78,7 @@ impl<T: Elem> Op<T> for BatchNorm {
         }
         let (k, _) = bn_affine(ctx.inputs, self.eps)?;
         let mut out = vec![None; ctx.inputs.len()];
-        out[0] = Some(per_channel(ctx.dout, |c, g| k[c] * g));
+        out[0] = Some(per_channel(ctx.dout, &k, None));
         Ok(out)
     }
 }

@@ -112,22 +112,100 @@ pub fn build_max_pool<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T
 /// number, so NaNs propagate.
 fn argmax<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usize>> {
     let w = windows(g);
+    let interior = g.dil == [1; 3] && w.iter().zip(g.kernel).all(|(a, k)| a.iter().all(|c| c.lo == 0 && c.hi == k));
+    if interior { argmax_interior(x, planes, g) } else { argmax_general(x, planes, g, &w) }
+}
+
+/// [`argmax`] for any window: padding, dilation, ceil mode.
+fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) -> Vec<Option<usize>> {
     let in_len = g.in_len();
+    let [_, in_h, in_w] = g.input;
+    let [dd, dh, dw] = g.dil;
     let mut out = Vec::with_capacity(planes * g.out_len());
     for plane in 0..planes {
         let base = plane * in_len;
         let xp = &x[base..base + in_len];
-        for_each_cell(&w, |cell| {
-            let mut best: Option<(usize, T)> = None;
-            cell.each(g, |i| {
-                let v = xp[i];
-                match best {
-                    Some((_, b)) if !(v > b || v.is_nan()) => {}
-                    _ => best = Some((i, v)),
+        for_each_cell(w, |cell| {
+            // `best == NONE` until the first position inside the input; then
+            // a later value replaces the best if greater or NaN (the scan of
+            // `Cell::each`, written out so the row loop is a plain slice scan).
+            const NONE: usize = usize::MAX;
+            let (mut best, mut best_v) = (NONE, T::zero());
+            let n = cell.w.hi - cell.w.lo;
+            for jd in cell.d.lo..cell.d.hi {
+                let id = (cell.d.start + (jd * dd) as isize) as usize;
+                for jh in cell.h.lo..cell.h.hi {
+                    let ih = (cell.h.start + (jh * dh) as isize) as usize;
+                    let row0 = (id * in_h + ih) * in_w + (cell.w.start + (cell.w.lo * dw) as isize) as usize;
+                    let row = &xp[row0..];
+                    for (k, &v) in row.iter().step_by(dw).take(n).enumerate() {
+                        if best == NONE || v > best_v || v.is_nan() {
+                            best = row0 + k * dw;
+                            best_v = v;
+                        }
+                    }
                 }
-            });
-            out.push(best.map(|(i, _)| base + i));
+            }
+            out.push((best != NONE).then_some(base + best));
         });
+    }
+    out
+}
+
+/// [`argmax`] when every window lies wholly inside the input with dilation 1
+/// (no padding reached: the usual 2×2/stride-2 and global pools), with the
+/// same scan order and tie/NaN rule, as plain index arithmetic.
+fn argmax_interior<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usize>> {
+    let in_len = g.in_len();
+    let [_, in_h, in_w] = g.input;
+    let [out_d, out_h, out_w] = g.out;
+    let [kd, kh, kw] = g.kernel;
+    let [sd, sh, sw] = g.stride;
+    let mut out = Vec::with_capacity(planes * g.out_len());
+    // The first position in scan order wins unless a later one is greater or NaN.
+    let better = |v: T, best: T| v > best || v.is_nan();
+    if [kd, kh, kw] == [1, 2, 2] && out_d == 1 {
+        // The 2×2 pool, unrolled: candidates in scan order r, r+1, r+W, r+W+1.
+        for plane in 0..planes {
+            let base = plane * in_len;
+            let xp = &x[base..base + in_len];
+            for oh in 0..out_h {
+                for ow in 0..out_w {
+                    let r = oh * sh * in_w + ow * sw;
+                    let mut best = r;
+                    for i in [r + 1, r + in_w, r + in_w + 1] {
+                        if better(xp[i], xp[best]) {
+                            best = i;
+                        }
+                    }
+                    out.push(Some(base + best));
+                }
+            }
+        }
+        return out;
+    }
+    for plane in 0..planes {
+        let base = plane * in_len;
+        let xp = &x[base..base + in_len];
+        for od in 0..out_d {
+            for oh in 0..out_h {
+                for ow in 0..out_w {
+                    let (mut best, mut best_v) = (usize::MAX, T::zero());
+                    for jd in 0..kd {
+                        for jh in 0..kh {
+                            let row0 = ((od * sd + jd) * in_h + oh * sh + jh) * in_w + ow * sw;
+                            for (k, &v) in xp[row0..row0 + kw].iter().enumerate() {
+                                if best == usize::MAX || better(v, best_v) {
+                                    best = row0 + k;
+                                    best_v = v;
+                                }
+                            }
+                        }
+                    }
+                    out.push((best != usize::MAX).then_some(base + best));
+                }
+            }
+        }
     }
     out
 }
@@ -369,6 +447,27 @@ mod tests {
 
     fn ints(v: &[i64]) -> Attr {
         Attr::Ints(v.to_vec())
+    }
+
+    #[test]
+    fn interior_argmax_equals_the_general_scan_with_ties_and_nans() {
+        // 2×2/stride 2 and 3×3/stride 1 windows, all inside the input: the fast
+        // path must pick the same (first, NaN-last) positions as the general one.
+        let mut x: Vec<f64> = (0..2 * 6 * 6).map(|i| ((i * 7) % 5) as f64).collect();
+        x[8] = f64::NAN;
+        x[40] = f64::NAN;
+        x[41] = f64::NAN;
+        for (k, s) in [(2usize, 2usize), (2, 1), (3, 1), (6, 6)] {
+            let n = node(
+                "MaxPool",
+                &[("kernel_shape", Attr::Ints(vec![k as i64; 2])), ("strides", Attr::Ints(vec![s as i64; 2]))],
+            );
+            let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, 6, 6]).unwrap();
+            let fast = argmax_interior(&x, 2, &g);
+            let general = argmax_general(&x, 2, &g, &windows(&g));
+            assert_eq!(fast, general, "kernel {k} stride {s}");
+            assert_eq!(argmax(&x, 2, &g), fast);
+        }
     }
 
     fn check(op: &str, attrs: &[(&str, Attr)], x: &[usize]) -> ArrayD<f64> {

@@ -180,3 +180,30 @@ pub fn reshape<E: Clone>(a: ArrayD<E>, shape: &[usize]) -> OpResult<ArrayD<E>> {
         Err(_) => op_bail!("cannot reshape {from:?} to {shape:?}"),
     }
 }
+
+thread_local! {
+    /// Per-thread scratch buffers (one `Vec<T>` per element type), reused by
+    /// [`with_scratch`] across calls so the attack loop does not allocate and
+    /// zero a fresh im2col matrix per convolution. Each rayon worker keeps its
+    /// own, grown to the largest request it has seen.
+    static SCRATCH: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with a scratch slice of `len` elements whose contents are
+/// unspecified (left over from earlier calls): `f` must write every element
+/// it reads. The buffer is taken out of the thread-local pool for the call,
+/// so a nested call gets a buffer of its own rather than a borrow conflict.
+pub fn with_scratch<T: Elem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let taken = SCRATCH.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let at = pool.iter().position(|b| b.is::<Vec<T>>())?;
+        pool.swap_remove(at).downcast::<Vec<T>>().ok()
+    });
+    let mut buf: Box<Vec<T>> = taken.unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, T::zero());
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|pool| pool.borrow_mut().push(buf));
+    r
+}
