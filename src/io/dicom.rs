@@ -355,15 +355,41 @@ fn check_declared_lengths(bytes: &[u8], start: usize) -> Result<(), String> {
         pos = end;
     }
     let enc = match syntax.as_str() {
-        "1.2.840.10008.1.2.1.99" => return Ok(()),
+        DEFLATED => {
+            // dicom-rs inflates the data set and then trusts its lengths like
+            // any other's: inflate it here (capped) and walk it the same way.
+            use std::io::Read as _;
+            let mut inflated = Vec::new();
+            let mut inflater =
+                flate2::read::DeflateDecoder::new(bytes.get(pos..).unwrap_or_default()).take(MAX_INFLATED_BYTES + 1);
+            inflater.read_to_end(&mut inflated).map_err(|e| format!("the deflated data set does not inflate: {e}"))?;
+            if inflated.len() as u64 > MAX_INFLATED_BYTES {
+                return Err(format!("the deflated data set inflates to more than {} MiB", MAX_INFLATED_BYTES >> 20));
+            }
+            return walk_data_set(&inflated, Encoding { explicit: true, big_endian: false }, 0, None);
+        }
         "1.2.840.10008.1.2" => Encoding { explicit: false, big_endian: false },
         "1.2.840.10008.1.2.2" => Encoding { explicit: true, big_endian: true },
         _ => Encoding { explicit: true, big_endian: false },
     };
+    walk_data_set(bytes, enc, pos, by_group_length)
+}
+
+/// Deflated Explicit VR Little Endian.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// A deflated data set larger than this is refused (a deflate bomb); real
+/// ones are far smaller, as deflate is used for non-image objects and small images.
+const MAX_INFLATED_BYTES: u64 = 512 << 20;
+
+/// Walks the data set at `pos` (and at `alt`, where the meta group's
+/// declared length says it starts, if different), checking every declared
+/// length against the bytes left.
+fn walk_data_set(bytes: &[u8], enc: Encoding, pos: usize, alt: Option<usize>) -> Result<(), String> {
     let walk = LengthWalk { bytes, enc };
     // (position, inside encapsulated pixel data)
     let mut todo: Vec<(usize, bool)> = vec![(pos, false)];
-    todo.extend(by_group_length.filter(|&p| p != pos && p < bytes.len()).map(|p| (p, false)));
+    todo.extend(alt.filter(|&p| p != pos && p < bytes.len()).map(|p| (p, false)));
     let mut seen = std::collections::HashSet::new();
     while let Some((pos, fragments)) = todo.pop() {
         if !seen.insert((pos, fragments)) {
