@@ -10,8 +10,8 @@
 //!   except the hostile ones (`gen_huge_*`, `gen_bits_stored_over_*`), which
 //!   must be refused; so the corpus really reaches the decoders it is for.
 //!
-//! `unfixed_*` files are known findings that still allocate gigabytes
-//! (fuzz/README.md): skipped here until fixed.
+//! `unfixed_*` files (none at present) would be known findings that still
+//! allocate gigabytes (fuzz/README.md): skipped here until fixed.
 
 #[allow(dead_code)] // the harness's panic classification is for the fuzz targets too
 #[path = "../fuzz/src/harness.rs"]

@@ -414,8 +414,17 @@ fn walk_data_set(bytes: &[u8], enc: Encoding, pos: usize, alt: Option<usize>) ->
         if h.len == UNDEFINED {
             // A sequence, an item of undefined length, or encapsulated pixel
             // data (whose items are fragments, not data sets).
-            let encapsulated = (h.group, h.element) == (0x7FE0, 0x0010) || matches!(&h.vr, b"OB" | b"OW");
-            todo.push((h.value, encapsulated));
+            let pixel_data = (h.group, h.element) == (0x7FE0, 0x0010);
+            let binary = matches!(&h.vr, b"OB" | b"OW");
+            if pixel_data || binary {
+                todo.push((h.value, true));
+            }
+            // dicom-rs reads an undefined-length value that is not Pixel Data
+            // as a sequence of data-set items, whatever its VR (found by
+            // fuzzing: an OB of undefined length): follow that reading too.
+            if !pixel_data {
+                todo.push((h.value, false));
+            }
             continue;
         }
         let end = walk.value_end(&h, bytes.len())?;
