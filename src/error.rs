@@ -151,3 +151,13 @@ pub enum GateError {
     #[error("{}: not a readable advscan results.json: {reason}", path.display())]
     Results { path: PathBuf, reason: String },
 }
+
+/// The message of a panic contained with `catch_unwind` (a dependency failing
+/// on untrusted input), for the error that replaces it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}

@@ -687,16 +687,22 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     crate::interrupt::check()?;
                     let budget = budget_for(a.name(), eps, g);
                     budget.validate()?;
-                    let xs = if rows.len() == idx.len() { x.clone() } else { x.select(Axis(0), rows) };
+                    let subset;
+                    let xs = if rows.len() == idx.len() {
+                        &x
+                    } else {
+                        subset = x.select(Axis(0), rows);
+                        &subset
+                    };
                     let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
                     let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, idx[k])).collect();
-                    let adv = a.run(&objective, &xs, &classes, &mut rngs, &budget)?;
+                    let adv = a.run(&objective, xs, &classes, &mut rngs, &budget)?;
                     let logits = objective.logits(&adv)?;
-                    let quantized = objective.logits(&quantize(&intensity, &adv, &xs, budget.norm, budget.eps))?;
+                    let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
                     Ok(logits
                         .outer_iter()
                         .zip(quantized.outer_iter())
-                        .zip(norms(&xs, &adv))
+                        .zip(norms(xs, &adv))
                         .map(|((z, zq), (linf, l2))| {
                             let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
                             finite.then(|| AttackedSample {

@@ -39,6 +39,28 @@ fn run(args: &[&str]) -> (Output, Value) {
     (out, results)
 }
 
+/// `advscan attack` with one cheap attack (FGSM at 2/255, no gallery) of
+/// `model` on `data`, the way most cases here need it.
+fn fgsm_run(model: &str, data: &Path, out: &Path) -> (Output, Value) {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    run(&[
+        "attack",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--attack",
+        "fgsm",
+        "--eps",
+        "2/255",
+        "--gallery",
+        "0",
+        "--quiet",
+        "--out",
+        out,
+    ])
+}
+
 fn arr<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
     v.as_array().unwrap_or_else(|| panic!("expected {what} to be a JSON array, got {v}"))
 }
@@ -518,22 +540,7 @@ fn nan_and_infinite_logits_are_reported_not_counted() {
     write(&data.join("1"), "dark_b.png", &grey_png(28, 28, |_, _| 10));
     write(&data.join("1"), "half_black_half_white.png", &grey_png(28, 28, |x, _| if x < 14 { 0 } else { 255 }));
     let out = tmp.path().join("out");
-    let (o, r) = run(&[
-        "attack",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--attack",
-        "fgsm",
-        "--eps",
-        "2/255",
-        "--gallery",
-        "0",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, r) = fgsm_run(model.to_str().unwrap(), &data, &out);
     assert_skip_summary(&o, 3);
     let list = skipped(&r);
     assert_eq!(list.len(), 3, "expected the 3 non-finite samples skipped: {list:#?}");
@@ -600,22 +607,7 @@ fn too_large_refusal_names_the_max_pixels_flag() {
     let data = demo_data(tmp.path(), 1);
     write(&data, "png_bomb_60000x60000.png", &png_bomb(60000, 60000));
     let out = tmp.path().join("out");
-    let (o, r) = run(&[
-        "attack",
-        "--model",
-        "models/pneumonia_cnn.onnx",
-        "--data",
-        data.to_str().unwrap(),
-        "--attack",
-        "fgsm",
-        "--eps",
-        "2/255",
-        "--gallery",
-        "0",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, r) = fgsm_run("models/pneumonia_cnn.onnx", &data, &out);
     assert_skip_summary(&o, 1);
     skip_reason(&skipped(&r), "png_bomb_60000x60000.png", &["over the limit of 100000000 pixels", "--max-pixels"]);
 }

@@ -117,14 +117,10 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
 pub fn decode_bytes(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DicomImage, DecodeError> {
     match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, path, max_pixels))) {
         Ok(result) => result,
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(corrupt(path, format!("the DICOM decoder failed on malformed data ({msg})")))
-        }
+        Err(payload) => Err(corrupt(
+            path,
+            format!("the DICOM decoder failed on malformed data ({})", crate::error::panic_message(&*payload)),
+        )),
     }
 }
 

@@ -73,7 +73,7 @@ impl Classifier {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_plan(&proto, path, graph.logits_name())))
                 .map_err(|payload| ModelError::Tract {
                     path: path.into(),
-                    reason: format!("tract failed on this model ({})", panic_message(&*payload)),
+                    reason: format!("tract failed on this model ({})", crate::error::panic_message(&*payload)),
                 })?
                 .map_err(|e| ModelError::Tract { path: path.into(), reason: format!("{e:#}") })?;
         let engine = Engine::new(&graph);
@@ -137,14 +137,6 @@ impl Classifier {
         let engine = self.engine.as_ref().map_err(|e| GradError::Graph(e.to_string()))?;
         Ok(engine.loss_and_grad(x, classes, loss)?)
     }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
 }
 
 fn build_plan(proto: &tract_onnx::pb::ModelProto, path: &Path, logits: &str) -> TractResult<Plan> {
