@@ -26,6 +26,11 @@ pub struct Classifier {
     /// Input shape without the batch axis.
     sample_shape: Vec<usize>,
     batch_fixed: Option<usize>,
+    /// tract states of finished sessions, reused by the next ones: building
+    /// a state allocates every intermediate tensor of the plan, which costs
+    /// as much as a forward pass of a small model. At most one per thread
+    /// that ever held a session at the same time.
+    idle_states: std::sync::Mutex<Vec<TypedSimpleState>>,
 }
 
 impl Classifier {
@@ -77,7 +82,7 @@ impl Classifier {
                 })?
                 .map_err(|e| ModelError::Tract { path: path.into(), reason: format!("{e:#}") })?;
         let engine = Engine::new(&graph);
-        Ok(Classifier { graph, sha256, plan, engine, sample_shape, batch_fixed })
+        Ok(Classifier { graph, sha256, plan, engine, sample_shape, batch_fixed, idle_states: Default::default() })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -103,8 +108,14 @@ impl Classifier {
 
     /// A forward-pass session with its own tract state: one per worker thread.
     pub fn session(&self) -> Result<Session<'_>, Error> {
-        let state = TypedSimpleState::new(&self.plan).map_err(|e| self.tract_err(e))?;
-        Ok(Session { model: self, state })
+        // A poisoned lock only means another thread panicked while pushing or
+        // popping; the Vec itself is intact.
+        let idle = self.idle_states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let state = match idle {
+            Some(state) => state,
+            None => TypedSimpleState::new(&self.plan).map_err(|e| self.tract_err(e))?,
+        };
+        Ok(Session { model: self, state: Some(state) })
     }
 
     fn tract_err(&self, e: impl std::fmt::Display) -> Error {
@@ -149,7 +160,19 @@ fn build_plan(proto: &tract_onnx::pb::ModelProto, path: &Path, logits: &str) -> 
 /// One worker's forward state over the shared plan.
 pub struct Session<'a> {
     model: &'a Classifier,
-    state: TypedSimpleState,
+    /// Always `Some` until the session is dropped and hands it back.
+    state: Option<TypedSimpleState>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // A state that was running when its thread panicked is dropped, not reused.
+        if let Some(state) = self.state.take()
+            && !std::thread::panicking()
+        {
+            self.model.idle_states.lock().unwrap_or_else(|p| p.into_inner()).push(state);
+        }
+    }
 }
 
 impl Session<'_> {
@@ -177,7 +200,8 @@ impl Session<'_> {
             }
             _ => (x, false),
         };
-        let out = self.state.run(tvec!(Tensor::from(x).into_tvalue())).map_err(|e| m.tract_err(e))?;
+        let state = self.state.as_mut().ok_or_else(|| m.tract_err("session used after it was returned"))?;
+        let out = state.run(tvec!(Tensor::from(x).into_tvalue())).map_err(|e| m.tract_err(e))?;
         let out = out[0].to_plain_array_view::<f32>().map_err(|e| m.tract_err(e))?;
         let total = out.shape().first().copied().unwrap_or(0);
         let classes = if total == 0 { 0 } else { out.len() / total };

@@ -997,7 +997,9 @@ mod tests {
         let args: Vec<_> = inputs.iter().map(|v| v.as_ref()).collect();
         let y = op.forward(&args).unwrap().remove(0);
         let dout = ArrayD::ones(y.shape());
-        let g = op.backward(&Backward { inputs: &args, output: &y, dout: &dout, wrt: &[true, false, false] }).unwrap();
+        let g = op
+            .backward(&Backward { inputs: &args, output: &y, dout: &dout, wrt: &[true, false, false], saved: None })
+            .unwrap();
         assert!(g[0].is_some() && g[1].is_none() && g[2].is_none());
     }
 
@@ -1158,7 +1160,13 @@ mod tests {
                 let y = Op::<f64>::forward(&op, &args).unwrap().remove(0);
                 let dout = uniform(y.shape(), 4, -1.0, 1.0);
                 let g = op
-                    .backward(&Backward { inputs: &args, output: &y, dout: &dout, wrt: &[true, true, true] })
+                    .backward(&Backward {
+                        inputs: &args,
+                        output: &y,
+                        dout: &dout,
+                        wrt: &[true, true, true],
+                        saved: None,
+                    })
                     .unwrap();
                 (y, g)
             };

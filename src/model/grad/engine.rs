@@ -51,6 +51,8 @@ pub struct Engine<T: Elem> {
 /// The values of one forward pass, kept for the backward pass.
 pub struct Tape<T: Elem> {
     values: Vec<Option<Value<T>>>,
+    /// Per live node (same order as `Engine::live`): what its forward saved for its backward.
+    saved: Vec<Option<Value<T>>>,
     logits: Array2<T>,
 }
 
@@ -194,7 +196,10 @@ impl<T: Elem> Engine<T> {
             }
             if kind == Kind::Const {
                 let args: Vec<Option<&Value<T>>> = inputs.iter().map(|i| i.and_then(|i| consts.get(&i))).collect();
-                let values = op.forward(&args).map_err(|e| node_err(e.0))?;
+                let mut values = op.forward(&args).map_err(|e| node_err(e.0))?;
+                if op.saves_for_backward() {
+                    values.pop();
+                }
                 for (o, v) in outputs.iter().zip(values) {
                     consts.insert(*o, v);
                 }
@@ -268,12 +273,14 @@ impl<T: Elem> Engine<T> {
         let batch = x.shape().first().copied().unwrap_or(0);
         let mut values: Vec<Option<Value<T>>> = (0..self.names.len()).map(|_| None).collect();
         values[self.input] = Some(Value::F(x));
+        let mut saved = Vec::with_capacity(self.live.len());
         for node in &self.live {
-            let outs = {
+            let mut outs = {
                 let args: Vec<Option<&Value<T>>> =
                     node.inputs.iter().map(|i| i.and_then(|i| self.value(&values, i))).collect();
                 node.op.forward(&args).map_err(|e| self.node_err(node, e.0))?
             };
+            saved.push(if node.op.saves_for_backward() { outs.pop() } else { None });
             for (o, v) in node.outputs.iter().zip(outs) {
                 values[*o] = Some(v);
             }
@@ -287,7 +294,7 @@ impl<T: Elem> Engine<T> {
             logits.as_standard_layout().into_owned().into_shape_with_order((batch, classes)).map_err(|_| {
                 GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape()))
             })?;
-        Ok(Tape { values, logits })
+        Ok(Tape { values, saved, logits })
     }
 
     fn value<'a>(&'a self, values: &'a [Option<Value<T>>], id: usize) -> Option<&'a Value<T>> {
@@ -312,12 +319,13 @@ impl<T: Elem> Engine<T> {
             .into_shape_with_order(IxDyn(&logits_shape))
             .map_err(|_| GradError::Graph("dlogits do not match the logits".into()))?;
         grads[self.logits] = Some(seed);
-        for node in self.live.iter().rev().filter(|n| n.kind == Kind::Path) {
+        for (at, node) in self.live.iter().enumerate().rev().filter(|(_, n)| n.kind == Kind::Path) {
             let Some(dout) = grads[node.outputs[0]].take() else { continue };
             let args: Vec<Option<&Value<T>>> =
                 node.inputs.iter().map(|i| i.and_then(|i| self.value(&tape.values, i))).collect();
             let Some(output) = self.value(&tape.values, node.outputs[0]) else { continue };
-            let ctx = Backward { inputs: &args, output, dout: &dout, wrt: &node.wrt };
+            let saved = tape.saved.get(at).and_then(Option::as_ref);
+            let ctx = Backward { inputs: &args, output, dout: &dout, wrt: &node.wrt, saved };
             let dins = node.op.backward(&ctx).map_err(|e| self.node_err(node, e.0))?;
             for ((din, input), wrt) in dins.into_iter().zip(&node.inputs).zip(&node.wrt) {
                 let (Some(din), Some(input), true) = (din, input, wrt) else { continue };

@@ -1,7 +1,10 @@
 //! Gemm and MatMul. Both are bilinear, so each operand's gradient is the
-//! other operand multiplied by the output gradient; the matrix products go
-//! through ndarray's `general_mat_mul` (matrixmultiply's sgemm/dgemm).
+//! other operand multiplied by the output gradient. Gemm's products with the
+//! weight matrix go through `matmul::row_mat_mul` (one output row per sample,
+//! no packing); MatMul's through ndarray's `general_mat_mul`
+//! (matrixmultiply's sgemm/dgemm).
 
+use super::matmul::row_mat_mul;
 use super::value::{broadcast_shape, finput, reduce_to_shape, reshape};
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
@@ -44,7 +47,7 @@ impl<T: Elem> Op<T> for Gemm {
                 None => op_bail!("Gemm: C of shape {:?} does not broadcast to {:?}", c.shape(), y.dim()),
             }
         }
-        general_mat_mul(T::of(self.alpha), &a, &b, T::one(), &mut y);
+        row_mat_mul(T::of(self.alpha), a, b, T::one(), y.view_mut());
         Ok(vec![Value::F(y.into_dyn())])
     }
 
@@ -63,7 +66,7 @@ impl<T: Elem> Op<T> for Gemm {
             if self.trans_a {
                 general_mat_mul(alpha, &b1, &g.t(), T::zero(), &mut da);
             } else {
-                general_mat_mul(alpha, &g, &b1.t(), T::zero(), &mut da);
+                row_mat_mul(alpha, g, b1.t(), T::zero(), da.view_mut());
             }
             out[0] = Some(da.into_dyn());
         }

@@ -15,6 +15,7 @@ mod elementwise;
 pub mod engine;
 mod linear;
 mod loss;
+mod matmul;
 mod norm;
 mod pool;
 mod reduce;
@@ -63,6 +64,10 @@ pub struct Backward<'a, T: Elem> {
     pub dout: &'a ndarray::ArrayD<T>,
     /// `wrt[i]`: the engine needs ∂loss/∂inputs[i].
     pub wrt: &'a [bool],
+    /// What the forward pass saved for this backward pass (see
+    /// [`Op::saves_for_backward`]); `None` when it saved nothing, and then the
+    /// rule recomputes what it needs.
+    pub saved: Option<&'a Value<T>>,
 }
 
 /// One ONNX op with its attributes already parsed.
@@ -80,6 +85,14 @@ pub trait Op<T: Elem>: Send + Sync {
     /// True for ops whose output does not depend differentiably on any input
     /// (Shape, Size, Cast to an integer type): the gradient path stops here.
     fn stops_gradient(&self) -> bool {
+        false
+    }
+
+    /// True when `forward` returns one value after the node's outputs, which
+    /// the engine keeps on the tape and hands to `backward` as
+    /// [`Backward::saved`]: work the forward pass did anyway (MaxPool's
+    /// argmax) need not be repeated.
+    fn saves_for_backward(&self) -> bool {
         false
     }
 }

@@ -163,9 +163,45 @@ fn argmax_interior<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usiz
     let [sd, sh, sw] = g.stride;
     let mut out = Vec::with_capacity(planes * g.out_len());
     // The first position in scan order wins unless a later one is greater or NaN.
-    let better = |v: T, best: T| v > best || v.is_nan();
+    // `|` not `||`: no branch, so the compiler can use selects (see the 2×2 loop).
+    let better = |v: T, best: T| (v > best) | v.is_nan();
     if [kd, kh, kw] == [1, 2, 2] && out_d == 1 {
         // The 2×2 pool, unrolled: candidates in scan order r, r+1, r+W, r+W+1.
+        if [sh, sw] == [2, 2] {
+            // Non-overlapping windows: pairs of two rows, no index arithmetic.
+            for plane in 0..planes {
+                let base = plane * in_len;
+                for oh in 0..out_h {
+                    let r0 = 2 * oh * in_w;
+                    let (top, bottom) = (&x[base + r0..][..in_w], &x[base + r0 + in_w..][..in_w]);
+                    for (ow, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).take(out_w).enumerate() {
+                        let (t0, t1, b0, b1) = (t[0], t[1], b[0], b[1]);
+                        let best = if t0.is_nan() | t1.is_nan() | b0.is_nan() | b1.is_nan() {
+                            // Rare: the scan rule (a later NaN wins) as written.
+                            let (mut best, mut best_v) = (0, t0);
+                            for (off, v) in [(1, t1), (in_w, b0), (in_w + 1, b1)] {
+                                if better(v, best_v) {
+                                    best = off;
+                                    best_v = v;
+                                }
+                            }
+                            best
+                        } else {
+                            // Without NaNs the scan's winner is the first position holding
+                            // the maximum. Written as a max and integer selects, which
+                            // compile without branches: which of four values wins is
+                            // data-dependent, and mispredicted branches cost more.
+                            let m = t0.max(t1).max(b0.max(b1));
+                            let off = if b0 == m { in_w } else { in_w + 1 };
+                            let off = if t1 == m { 1 } else { off };
+                            if t0 == m { 0 } else { off }
+                        };
+                        out.push(Some(base + r0 + 2 * ow + best));
+                    }
+                }
+            }
+            return out;
+        }
         for plane in 0..planes {
             let base = plane * in_len;
             let xp = &x[base..base + in_len];
@@ -190,19 +226,21 @@ fn argmax_interior<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usiz
         for od in 0..out_d {
             for oh in 0..out_h {
                 for ow in 0..out_w {
-                    let (mut best, mut best_v) = (usize::MAX, T::zero());
+                    // Start at the window's first element (windows are never empty
+                    // here); comparing it with itself changes nothing.
+                    let mut best = (od * sd * in_h + oh * sh) * in_w + ow * sw;
+                    let mut best_v = xp[best];
                     for jd in 0..kd {
                         for jh in 0..kh {
                             let row0 = ((od * sd + jd) * in_h + oh * sh + jh) * in_w + ow * sw;
                             for (k, &v) in xp[row0..row0 + kw].iter().enumerate() {
-                                if best == usize::MAX || better(v, best_v) {
-                                    best = row0 + k;
-                                    best_v = v;
-                                }
+                                let take = better(v, best_v);
+                                best = if take { row0 + k } else { best };
+                                best_v = if take { v } else { best_v };
                             }
                         }
                     }
-                    out.push((best != usize::MAX).then_some(base + best));
+                    out.push(Some(base + best));
                 }
             }
         }
@@ -222,6 +260,7 @@ impl<T: Elem> Op<T> for MaxPool {
         let y: Vec<T> = arg.iter().map(|a| a.map_or(T::min_value(), |i| xs[i])).collect();
         let shape = out_shape(x.shape(), &g);
         let mut outs = vec![Value::F(array(&shape, y)?)];
+        let saved = Value::I(array(&shape, arg.iter().map(|a| a.map_or(-1, |i| i as i64)).collect())?);
         if self.indices {
             // ONNX Indices: the flat index into the whole input tensor;
             // storage_order 1 flattens the spatial axes column-major.
@@ -242,7 +281,14 @@ impl<T: Elem> Op<T> for MaxPool {
                 .collect();
             outs.push(Value::I(array(&shape, idx)?));
         }
+        outs.push(saved);
         Ok(outs)
+    }
+
+    /// The argmax of every window (flat index into X, −1 for a window of
+    /// padding only), so the backward pass does not scan the windows again.
+    fn saves_for_backward(&self) -> bool {
+        true
     }
 
     /// y[o] = x[a(o)] with a(o) the window's first argmax, so
@@ -259,9 +305,26 @@ impl<T: Elem> Op<T> for MaxPool {
         let xs = contiguous(x);
         let dy = contiguous(ctx.dout);
         let mut dx = vec![T::zero(); xs.len()];
-        for (a, &d) in argmax(&xs, planes, &g).iter().zip(dy.iter()) {
-            if let Some(i) = *a {
-                dx[i] += d;
+        let mut scatter = |i: Option<usize>, d: T| -> OpResult<()> {
+            match i.map(|i| dx.get_mut(i)) {
+                None => Ok(()),
+                Some(Some(slot)) => {
+                    *slot += d;
+                    Ok(())
+                }
+                Some(None) => op_bail!("saved argmax index out of range"),
+            }
+        };
+        match ctx.saved {
+            Some(Value::I(arg)) if arg.len() == dy.len() => {
+                for (&a, &d) in arg.iter().zip(dy.iter()) {
+                    scatter(usize::try_from(a).ok(), d)?;
+                }
+            }
+            _ => {
+                for (&a, &d) in argmax(&xs, planes, &g).iter().zip(dy.iter()) {
+                    scatter(a, d)?;
+                }
             }
         }
         grads[0] = Some(array(x.shape(), dx)?);
@@ -453,20 +516,23 @@ mod tests {
     fn interior_argmax_equals_the_general_scan_with_ties_and_nans() {
         // 2×2/stride 2 and 3×3/stride 1 windows, all inside the input: the fast
         // path must pick the same (first, NaN-last) positions as the general one.
-        let mut x: Vec<f64> = (0..2 * 6 * 6).map(|i| ((i * 7) % 5) as f64).collect();
-        x[8] = f64::NAN;
-        x[40] = f64::NAN;
-        x[41] = f64::NAN;
-        for (k, s) in [(2usize, 2usize), (2, 1), (3, 1), (6, 6)] {
-            let n = node(
-                "MaxPool",
-                &[("kernel_shape", Attr::Ints(vec![k as i64; 2])), ("strides", Attr::Ints(vec![s as i64; 2]))],
-            );
-            let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, 6, 6]).unwrap();
-            let fast = argmax_interior(&x, 2, &g);
-            let general = argmax_general(&x, 2, &g, &windows(&g));
-            assert_eq!(fast, general, "kernel {k} stride {s}");
-            assert_eq!(argmax(&x, 2, &g), fast);
+        // An odd size (7) leaves a last row and column no window reads.
+        for side in [6usize, 7] {
+            let mut x: Vec<f64> = (0..2 * side * side).map(|i| ((i * 7) % 5) as f64).collect();
+            x[8] = f64::NAN;
+            x[40] = f64::NAN;
+            x[41] = f64::NAN;
+            for (k, s) in [(2usize, 2usize), (2, 1), (3, 1), (6, 6)] {
+                let n = node(
+                    "MaxPool",
+                    &[("kernel_shape", Attr::Ints(vec![k as i64; 2])), ("strides", Attr::Ints(vec![s as i64; 2]))],
+                );
+                let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, side, side]).unwrap();
+                let fast = argmax_interior(&x, 2, &g);
+                let general = argmax_general(&x, 2, &g, &windows(&g));
+                assert_eq!(fast, general, "side {side} kernel {k} stride {s}");
+                assert_eq!(argmax(&x, 2, &g), fast);
+            }
         }
     }
 
@@ -569,10 +635,14 @@ mod tests {
         let n = node("MaxPool", &[("kernel_shape", ints(&[2, 2]))]);
         let op = build_max_pool::<f64>(&n, &BuildCtx { opset: 13 }).unwrap();
         let x = floats(&[1, 1, 2, 2], &[1.0, 3.0, 3.0, 3.0]).unwrap();
-        let y = op.forward(&[Some(&x)]).unwrap().remove(0);
+        let outs = op.forward(&[Some(&x)]).unwrap();
         let dout = ArrayD::from_elem(vec![1, 1, 1, 1], 2.0);
-        let g = op.backward(&Backward { inputs: &[Some(&x)], output: &y, dout: &dout, wrt: &[true] }).unwrap();
-        assert_eq!(g[0].as_ref().unwrap().iter().copied().collect::<Vec<_>>(), vec![0.0, 2.0, 0.0, 0.0]);
+        // With the argmax the forward saved, and recomputed without it.
+        for saved in [Some(&outs[1]), None] {
+            let ctx = Backward { inputs: &[Some(&x)], output: &outs[0], dout: &dout, wrt: &[true], saved };
+            let g = op.backward(&ctx).unwrap();
+            assert_eq!(g[0].as_ref().unwrap().iter().copied().collect::<Vec<_>>(), vec![0.0, 2.0, 0.0, 0.0]);
+        }
     }
 
     #[test]

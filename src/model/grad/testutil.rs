@@ -58,7 +58,11 @@ pub fn run_forward(node: &Node, opset: i64, inputs: &[Option<Value<f64>>]) -> Ve
     let entry = registry::<f64>().into_iter().find(|e| e.name == node.op_type).expect("op registered");
     let op = (entry.build)(node, &BuildCtx { opset }).expect("op builds");
     let args: Vec<_> = inputs.iter().map(|v| v.as_ref()).collect();
-    op.forward(&args).expect("forward runs")
+    let mut outs = op.forward(&args).expect("forward runs");
+    if op.saves_for_backward() {
+        outs.pop();
+    }
+    outs
 }
 
 /// Checks the backward rule of `node` for every input `i` with `wrt[i]`
@@ -67,18 +71,22 @@ pub fn run_forward(node: &Node, opset: i64, inputs: &[Option<Value<f64>>]) -> Ve
 pub fn check_rule(node: &Node, opset: i64, inputs: Vec<Option<Value<f64>>>, wrt: &[bool]) -> ArrayD<f64> {
     let entry = registry::<f64>().into_iter().find(|e| e.name == node.op_type).expect("op registered");
     let op = (entry.build)(node, &BuildCtx { opset }).expect("op builds");
-    let eval = |inputs: &[Option<Value<f64>>]| -> ArrayD<f64> {
+    let eval = |inputs: &[Option<Value<f64>>]| -> (ArrayD<f64>, Option<Value<f64>>) {
         let args: Vec<_> = inputs.iter().map(|v| v.as_ref()).collect();
-        let out = op.forward(&args).expect("forward runs");
-        out[0].float().expect("float output").clone()
+        let mut out = op.forward(&args).expect("forward runs");
+        let saved = if op.saves_for_backward() { out.pop() } else { None };
+        (out[0].float().expect("float output").clone(), saved)
     };
-    let y = eval(&inputs);
+    // The backward runs with what the forward saved, as in the engine.
+    let (y, saved) = eval(&inputs);
     let v = uniform(y.shape(), 4242, -1.0, 1.0);
     let args: Vec<_> = inputs.iter().map(|v| v.as_ref()).collect();
     let out = Value::F(y.clone());
     let mut wrt_full = wrt.to_vec();
     wrt_full.resize(inputs.len(), false);
-    let dins = op.backward(&Backward { inputs: &args, output: &out, dout: &v, wrt: &wrt_full }).expect("backward runs");
+    let dins = op
+        .backward(&Backward { inputs: &args, output: &out, dout: &v, wrt: &wrt_full, saved: saved.as_ref() })
+        .expect("backward runs");
     assert_eq!(dins.len(), inputs.len(), "{}: one gradient slot per input", node.op_type);
     let h = 1e-6;
     for (i, &w) in wrt_full.iter().enumerate() {
@@ -97,8 +105,8 @@ pub fn check_rule(node: &Node, opset: i64, inputs: Vec<Option<Value<f64>>>, wrt:
             if let Some(Value::F(a)) = &mut minus[i] {
                 a.as_slice_mut().unwrap()[k] -= h;
             }
-            let fp = (&eval(&plus) * &v).sum();
-            let fm = (&eval(&minus) * &v).sum();
+            let fp = (&eval(&plus).0 * &v).sum();
+            let fm = (&eval(&minus).0 * &v).sum();
             let fd = (fp - fm) / (2.0 * h);
             let a = an.as_slice().map(|s| s[k]).unwrap_or_else(|| an.iter().nth(k).copied().unwrap());
             assert!(
