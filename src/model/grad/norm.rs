@@ -3,6 +3,7 @@
 //! (statistics of the input itself, so their gradients carry the terms
 //! through the mean and variance).
 
+use super::conv::contiguous;
 use super::value::{broadcast_to, finput, norm_axis};
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
@@ -91,10 +92,11 @@ pub fn build_batch_norm<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<
 }
 
 /// Normalises contiguous groups of `size` values: x̂ = (x − μ)/√(σ² + ε)
-/// with the biased variance. Returns x̂ and 1/√(σ² + ε) per group.
-fn normalize<T: Elem>(x: &[T], size: usize, eps: f64) -> (Vec<T>, Vec<T>) {
+/// with the biased variance. Returns x̂ and, per group, μ and 1/√(σ² + ε).
+fn normalize<T: Elem>(x: &[T], size: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut xhat = vec![T::zero(); x.len()];
-    let mut inv = Vec::with_capacity(x.len() / size.max(1));
+    let groups = x.len() / size.max(1);
+    let (mut means, mut inv) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
     let n = T::of(size as f64);
     for (xs, hs) in x.chunks(size).zip(xhat.chunks_mut(size)) {
         let mean = xs.iter().copied().sum::<T>() / n;
@@ -103,9 +105,19 @@ fn normalize<T: Elem>(x: &[T], size: usize, eps: f64) -> (Vec<T>, Vec<T>) {
         for (h, &v) in hs.iter_mut().zip(xs) {
             *h = (v - mean) * r;
         }
+        means.push(mean);
         inv.push(r);
     }
-    (xhat, inv)
+    (xhat, means, inv)
+}
+
+/// x̂ from the statistics [`normalize`] returned, with the same arithmetic.
+fn renormalize<T: Elem>(x: &[T], size: usize, means: &[T], inv: &[T]) -> Vec<T> {
+    let mut xhat = Vec::with_capacity(x.len());
+    for ((xs, &mean), &r) in x.chunks(size).zip(means).zip(inv) {
+        xhat.extend(xs.iter().map(|&v| (v - mean) * r));
+    }
+    xhat
 }
 
 /// Adjoint of [`normalize`]: given dx̂, returns
@@ -121,10 +133,6 @@ fn normalize_backward<T: Elem>(xhat: &[T], inv: &[T], dxhat: &[T], size: usize) 
         }
     }
     dx
-}
-
-fn contiguous<T: Elem>(a: &ArrayD<T>) -> Vec<T> {
-    a.iter().copied().collect()
 }
 
 /// InstanceNormalization: per (n, c), over the spatial axes; y = scale_c·x̂ + B_c.
@@ -152,21 +160,54 @@ impl<T: Elem> Op<T> for InstanceNorm {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let x = finput(inputs, 0)?;
         let (c, size, scale, bias) = Self::layout(x, inputs)?;
-        let (xhat, _) = normalize(&contiguous(x), size.max(1), self.eps);
-        let y: Vec<T> =
-            xhat.iter().enumerate().map(|(i, &h)| scale[(i / size) % c] * h + bias[(i / size) % c]).collect();
-        Ok(vec![Value::F(ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| super::OpError(e.to_string()))?)])
+        let (mut y, means, inv) = normalize(&contiguous(x), size.max(1), self.eps);
+        for (i, plane) in y.chunks_mut(size.max(1)).enumerate() {
+            let (s, b) = (scale[i % c], bias[i % c]);
+            for v in plane {
+                *v = s * *v + b;
+            }
+        }
+        let y = ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| super::OpError(e.to_string()))?;
+        let groups = means.len();
+        let mut stats = means;
+        stats.extend(inv);
+        let stats = ArrayD::from_shape_vec(IxDyn(&[2, groups]), stats).map_err(|e| super::OpError(e.to_string()))?;
+        Ok(vec![Value::F(y), Value::F(stats)])
     }
+
+    /// Per (n, c) group: the mean and 1/√(σ² + ε), shape [2, N·C], so the
+    /// backward pass does not compute the statistics again.
+    fn saves_for_backward(&self) -> bool {
+        true
+    }
+
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
         // y = scale_c·x̂ + B_c: dx̂ = scale_c·g, then the normalisation adjoint;
         // dscale_c = Σ g·x̂, dB_c = Σ g over (n, spatial).
         let x = finput(ctx.inputs, 0)?;
         let (c, size, scale, _) = Self::layout(x, ctx.inputs)?;
-        let (xhat, inv) = normalize(&contiguous(x), size.max(1), self.eps);
+        let size = size.max(1);
+        let xs = contiguous(x);
+        let groups = xs.len() / size;
+        let (xhat, inv) = match ctx.saved.map(Value::float) {
+            Some(Ok(stats)) if stats.shape() == [2, groups] => {
+                let stats = contiguous(stats);
+                let (means, inv) = stats.split_at(groups);
+                (renormalize(&xs, size, means, inv), inv.to_vec())
+            }
+            _ => {
+                let (xhat, _, inv) = normalize(&xs, size, self.eps);
+                (xhat, inv)
+            }
+        };
         let g = contiguous(ctx.dout);
         let mut out = vec![None; ctx.inputs.len()];
         if ctx.wrt[0] {
-            let dxhat: Vec<T> = g.iter().enumerate().map(|(i, &g)| g * scale[(i / size) % c]).collect();
+            let mut dxhat = Vec::with_capacity(g.len());
+            for (i, plane) in g.chunks(size).enumerate() {
+                let s = scale[i % c];
+                dxhat.extend(plane.iter().map(|&g| g * s));
+            }
             let dx = normalize_backward(&xhat, &inv, &dxhat, size);
             out[0] = Some(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).map_err(|e| super::OpError(e.to_string()))?);
         }
@@ -199,7 +240,7 @@ impl<T: Elem> Op<T> for LayerNorm {
         let x = finput(inputs, 0)?;
         let axis = norm_axis(self.axis, x.ndim())?;
         let size: usize = x.shape()[axis..].iter().product();
-        let (xhat, _) = normalize(&contiguous(x), size.max(1), self.eps);
+        let (xhat, _, _) = normalize(&contiguous(x), size.max(1), self.eps);
         let xhat = ArrayD::from_shape_vec(IxDyn(x.shape()), xhat).map_err(|e| super::OpError(e.to_string()))?;
         let scale = broadcast_to(finput(inputs, 1)?, x.shape())?;
         let mut y = &xhat * &scale;
@@ -214,7 +255,7 @@ impl<T: Elem> Op<T> for LayerNorm {
         let x = finput(ctx.inputs, 0)?;
         let axis = norm_axis(self.axis, x.ndim())?;
         let size: usize = x.shape()[axis..].iter().product();
-        let (xhat, inv) = normalize(&contiguous(x), size.max(1), self.eps);
+        let (xhat, _, inv) = normalize(&contiguous(x), size.max(1), self.eps);
         let scale = finput(ctx.inputs, 1)?;
         let mut out = vec![None; ctx.inputs.len()];
         if ctx.wrt[0] {
@@ -276,6 +317,25 @@ mod tests {
             vec![f(&[2, 3, 2, 3], 1), f(&[3], 2), f(&[3], 3)],
             &[true, true, true],
         );
+    }
+
+    /// The backward pass with the statistics the forward saved and with
+    /// them recomputed: the same arithmetic, so the same bits.
+    #[test]
+    fn instance_norm_saved_statistics_change_nothing() {
+        use super::super::{Backward, BuildCtx};
+        let op =
+            super::build_instance_norm::<f64>(&node("InstanceNormalization", &[]), &BuildCtx { opset: 13 }).unwrap();
+        let (x, s, b) = (f(&[2, 3, 4, 5], 1).unwrap(), f(&[3], 2).unwrap(), f(&[3], 3).unwrap());
+        let inputs = [Some(&x), Some(&s), Some(&b)];
+        let outs = op.forward(&inputs).unwrap();
+        assert_eq!(outs[1].shape(), &[2, 6]);
+        let dout = uniform(&[2, 3, 4, 5], 9, -1.0, 1.0);
+        let grad = |saved| {
+            let ctx = Backward { inputs: &inputs, output: &outs[0], dout: &dout, wrt: &[true, true, true], saved };
+            op.backward(&ctx).unwrap()
+        };
+        assert_eq!(grad(Some(&outs[1])), grad(None));
     }
 
     #[test]

@@ -112,8 +112,32 @@ pub fn build_max_pool<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T
 /// number, so NaNs propagate.
 fn argmax<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usize>> {
     let w = windows(g);
-    let interior = g.dil == [1; 3] && w.iter().zip(g.kernel).all(|(a, k)| a.iter().all(|c| c.lo == 0 && c.hi == k));
-    if interior { argmax_interior(x, planes, g) } else { argmax_general(x, planes, g, &w) }
+    if interior(g, &w) { argmax_interior(x, planes, g) } else { argmax_general(x, planes, g, &w) }
+}
+
+/// Every window lies wholly inside the input, undilated: no padding or
+/// ceil-mode overhang, so a window is `kernel` consecutive elements per row.
+fn interior(g: &Geom, w: &[Vec<Win>; 3]) -> bool {
+    g.dil == [1; 3] && w.iter().zip(g.kernel).all(|(a, k)| a.iter().all(|c| c.lo == 0 && c.hi == k))
+}
+
+/// For a 2-D [`interior`] geometry, calls `f(k, row)` for every output
+/// position k of a plane and every window row, in the scan order of
+/// [`Cell::each`]: `row` is the plane-relative start of kernel-width
+/// consecutive inputs.
+#[inline]
+fn for_each_interior_row(g: &Geom, mut f: impl FnMut(usize, usize)) {
+    let [_, _, in_w] = g.input;
+    let [_, out_h, out_w] = g.out;
+    let [_, kh, _] = g.kernel;
+    let [_, sh, sw] = g.stride;
+    for oh in 0..out_h {
+        for ow in 0..out_w {
+            for jh in 0..kh {
+                f(oh * out_w + ow, (oh * sh + jh) * in_w + ow * sw);
+            }
+        }
+    }
 }
 
 /// [`argmax`] for any window: padding, dilation, ceil mode.
@@ -381,6 +405,21 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let xs = contiguous(x);
         let mut y = Vec::with_capacity(x.shape()[0] * x.shape()[1] * g.out_len());
+        if interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1 {
+            // The same sums in the same order as below, read as row slices.
+            let kw = g.kernel[2];
+            let mut sums = vec![T::zero(); g.out_len()];
+            for xp in xs.chunks_exact(g.in_len()) {
+                sums.fill(T::zero());
+                for_each_interior_row(&g, |k, row| {
+                    for &v in &xp[row..row + kw] {
+                        sums[k] += v;
+                    }
+                });
+                y.extend(sums.iter().zip(&inv).map(|(&s, &i)| s * i));
+            }
+            return Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)]);
+        }
         for xp in xs.chunks_exact(g.in_len()) {
             let mut k = 0;
             for_each_cell(&w, |cell| {
@@ -407,6 +446,19 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let dy = contiguous(ctx.dout);
         let mut dx = vec![T::zero(); x.len()];
+        if interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1 {
+            let kw = g.kernel[2];
+            for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
+                for_each_interior_row(&g, |k, row| {
+                    let share = dyp[k] * inv[k];
+                    for d in &mut dxp[row..row + kw] {
+                        *d += share;
+                    }
+                });
+            }
+            grads[0] = Some(array(x.shape(), dx)?);
+            return Ok(grads);
+        }
         for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
             let mut k = 0;
             for_each_cell(&w, |cell| {
@@ -642,6 +694,32 @@ mod tests {
             let ctx = Backward { inputs: &[Some(&x)], output: &outs[0], dout: &dout, wrt: &[true], saved };
             let g = op.backward(&ctx).unwrap();
             assert_eq!(g[0].as_ref().unwrap().iter().copied().collect::<Vec<_>>(), vec![0.0, 2.0, 0.0, 0.0]);
+        }
+    }
+
+    /// Windows wholly inside the input take the row-slice path: its values
+    /// against the definition, its gradient against central differences.
+    #[test]
+    fn average_pool_interior_windows_match_the_definition() {
+        for (k, s) in [([2, 2], [2, 2]), ([3, 3], [1, 1]), ([2, 3], [1, 2])] {
+            let a = [("kernel_shape", ints(&k)), ("strides", ints(&s))];
+            let shape = [2, 3, 7, 6];
+            let y = check("AveragePool", &a, &shape);
+            let x = f(&shape, 1).unwrap();
+            let x = x.float().unwrap();
+            let (oh, ow) = ((7 - k[0] as usize) / s[0] as usize + 1, (6 - k[1] as usize) / s[1] as usize + 1);
+            assert_eq!(y.shape(), &[2, 3, oh, ow]);
+            for ((n, c, i, j), &got) in y.view().into_dimensionality::<ndarray::Ix4>().unwrap().indexed_iter() {
+                let (r0, c0) = (i * s[0] as usize, j * s[1] as usize);
+                let mut sum = 0.0;
+                for r in r0..r0 + k[0] as usize {
+                    for q in c0..c0 + k[1] as usize {
+                        sum += x[[n, c, r, q]];
+                    }
+                }
+                let want = sum / (k[0] * k[1]) as f64;
+                assert!((got - want).abs() < 1e-12, "kernel {k:?} stride {s:?} at {:?}", (n, c, i, j));
+            }
         }
     }
 

@@ -248,8 +248,17 @@ fn apply<T: Elem>(x: &ArrayD<T>, m: &AxisMap<T>, linear: bool) -> OpResult<Array
     if d != m.in_dim {
         op_bail!("internal: axis {} has length {d}, the map expects {}", m.axis, m.in_dim);
     }
+    if m.src.iter().any(|s| s[0].max(s[1]) >= d) {
+        op_bail!("internal: a source index is out of range for an axis of length {d}");
+    }
     let mut out = Vec::with_capacity(outer * m.src.len() * inner);
     for o in 0..outer {
+        if inner == 1 {
+            // The last axis: one element per output position, no inner slices.
+            let row = &xs[o * d..(o + 1) * d];
+            out.extend(m.src.iter().zip(&m.w).map(|(s, w)| w[0] * row[s[0]] + w[1] * row[s[1]]));
+            continue;
+        }
         for (s, w) in m.src.iter().zip(&m.w) {
             let r0 = &xs[(o * d + s[0]) * inner..][..inner];
             let r1 = &xs[(o * d + s[1]) * inner..][..inner];
@@ -275,7 +284,20 @@ fn apply_transpose<T: Elem>(g: &ArrayD<T>, m: &AxisMap<T>, linear: bool) -> OpRe
     let d = m.in_dim;
     let mut res = vec![T::zero(); outer * d * inner];
     let taps = if linear { 2 } else { 1 };
+    if m.src.iter().any(|s| s[..taps].iter().any(|&i| i >= d)) {
+        op_bail!("internal: a source index is out of range for an axis of length {d}");
+    }
     for o in 0..outer {
+        if inner == 1 {
+            // The last axis: the same sums in the same order, one element at a time.
+            let (gr, rr) = (&gs[o * n..(o + 1) * n], &mut res[o * d..(o + 1) * d]);
+            for ((s, w), &v) in m.src.iter().zip(&m.w).zip(gr) {
+                for t in 0..taps {
+                    rr[s[t]] += w[t] * v;
+                }
+            }
+            continue;
+        }
         for (j, (s, w)) in m.src.iter().zip(&m.w).enumerate() {
             let from = &gs[(o * n + j) * inner..][..inner];
             for t in 0..taps {

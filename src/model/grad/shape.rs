@@ -101,14 +101,30 @@ pub(super) fn take_axis<E: Clone>(
     let mut out_shape = a.shape().to_vec();
     out_shape[axis] = src.len();
     check_size(&out_shape)?;
+    for m in src {
+        match (m, fill) {
+            (Some(i), _) if *i >= d => op_bail!("index {i} is out of range for an axis of length {d}"),
+            (None, None) => op_bail!("internal: no fill value for a padded position"),
+            _ => {}
+        }
+    }
     let mut out = Vec::with_capacity(outer * src.len() * inner);
     for o in 0..outer {
+        let row = &s[o * d * inner..(o + 1) * d * inner];
+        if inner == 1 {
+            // The last axis (Slice, Pad and Resize along the width): one element per index.
+            out.extend(src.iter().map(|m| match (m, fill) {
+                (Some(i), _) => row[*i].clone(),
+                (None, Some(f)) => f.clone(),
+                (None, None) => unreachable!("checked above"),
+            }));
+            continue;
+        }
         for m in src {
             match (m, fill) {
-                (Some(i), _) if *i < d => out.extend_from_slice(&s[(o * d + i) * inner..(o * d + i + 1) * inner]),
-                (Some(i), _) => op_bail!("index {i} is out of range for an axis of length {d}"),
+                (Some(i), _) => out.extend_from_slice(&row[i * inner..(i + 1) * inner]),
                 (None, Some(f)) => out.extend(std::iter::repeat_n(f.clone(), inner)),
-                (None, None) => op_bail!("internal: no fill value for a padded position"),
+                (None, None) => unreachable!("checked above"),
             }
         }
     }
