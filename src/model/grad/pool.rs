@@ -405,7 +405,22 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let xs = contiguous(x);
         let mut y = Vec::with_capacity(x.shape()[0] * x.shape()[1] * g.out_len());
-        if interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1 {
+        let fast = interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1;
+        if fast && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+            // 2×2, stride 2: pairs of rows; ((0 + x00) + x01) + x10) + x11 as below.
+            let [_, out_h, out_w] = g.out;
+            let in_w = g.input[2];
+            for xp in xs.chunks_exact(g.in_len()) {
+                for oh in 0..out_h {
+                    let (top, bottom) = (&xp[2 * oh * in_w..][..in_w], &xp[(2 * oh + 1) * in_w..][..in_w]);
+                    let inv_row = &inv[oh * out_w..][..out_w];
+                    let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                    y.extend(pairs.zip(inv_row).map(|((t, b), &i)| (T::zero() + t[0] + t[1] + b[0] + b[1]) * i));
+                }
+            }
+            return Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)]);
+        }
+        if fast {
             // The same sums in the same order as below, read as row slices.
             let kw = g.kernel[2];
             let mut sums = vec![T::zero(); g.out_len()];
@@ -446,7 +461,28 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let dy = contiguous(ctx.dout);
         let mut dx = vec![T::zero(); x.len()];
-        if interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1 {
+        let fast = interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1;
+        if fast && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+            // 2×2, stride 2: every input is in exactly one window.
+            let [_, out_h, out_w] = g.out;
+            let in_w = g.input[2];
+            for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
+                for oh in 0..out_h {
+                    let (top, bottom) = dxp[2 * oh * in_w..][..2 * in_w].split_at_mut(in_w);
+                    let shares = dyp[oh * out_w..][..out_w].iter().zip(&inv[oh * out_w..][..out_w]);
+                    for ((t, b), (&d, &i)) in top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2)).zip(shares) {
+                        let share = d * i;
+                        t[0] += share;
+                        t[1] += share;
+                        b[0] += share;
+                        b[1] += share;
+                    }
+                }
+            }
+            grads[0] = Some(array(x.shape(), dx)?);
+            return Ok(grads);
+        }
+        if fast {
             let kw = g.kernel[2];
             for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
                 for_each_interior_row(&g, |k, row| {
