@@ -1,6 +1,7 @@
 //! The classifier under test: the ONNX file read once, run forward by an
-//! optimised tract plan (shared by all workers, one state per worker) and
-//! differentiated by our [`Engine`]. tract's output is set to the logits
+//! optimised tract plan (built for the model's fixed batch size, or for
+//! batch 1 when the batch axis is symbolic; shared by all workers, whose
+//! tract states are pooled and reused) and differentiated by our [`Engine`]. tract's output is set to the logits
 //! (the input of a final Softmax, when there is one), so predictions,
 //! confidences and losses all come from the same tensor.
 
@@ -122,7 +123,8 @@ impl Classifier {
         self.engine.as_ref()
     }
 
-    /// A forward-pass session with its own tract state: one per worker thread.
+    /// A forward-pass session with its own tract state (taken from the pool of
+    /// idle ones, returned to it when the session is dropped): one per worker thread.
     pub fn session(&self) -> Result<Session<'_>, Error> {
         // A poisoned lock only means another thread panicked while pushing or
         // popping; the Vec itself is intact.
@@ -224,7 +226,7 @@ impl Session<'_> {
         let mut parts = Vec::with_capacity(n.div_ceil(b));
         for start in (0..n).step_by(b) {
             let rows = b.min(n - start);
-            let chunk = if rows == n {
+            let chunk = if n == b {
                 x.clone()
             } else {
                 let mut shape = x.shape().to_vec();
