@@ -260,7 +260,7 @@ impl Session<'_> {
         let out = state.run(tvec!(Tensor::from(x).into_tvalue())).map_err(|e| m.tract_err(e))?;
         let out = out[0].to_plain_array_view::<f32>().map_err(|e| m.tract_err(e))?;
         let total = out.shape().first().copied().unwrap_or(0);
-        let classes = if total == 0 { 0 } else { out.len() / total };
+        let classes = out.len().checked_div(total).unwrap_or(0);
         out.to_owned()
             .into_shape_with_order((total, classes))
             .map_err(|e| m.tract_err(format!("logits of shape {:?}: {e}", out.shape())))

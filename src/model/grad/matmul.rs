@@ -45,7 +45,7 @@ fn dot<T: Elem>(a: &[T], b: &[T]) -> T {
     while width > 1 {
         width /= 2;
         for l in 0..width {
-            acc[l] = acc[l] + acc[l + width];
+            acc[l] += acc[l + width];
         }
     }
     acc[0]

@@ -121,25 +121,6 @@ fn interior(g: &Geom, w: &[Vec<Win>; 3]) -> bool {
     g.dil == [1; 3] && w.iter().zip(g.kernel).all(|(a, k)| a.iter().all(|c| c.lo == 0 && c.hi == k))
 }
 
-/// For a 2-D [`interior`] geometry, calls `f(k, row)` for every output
-/// position k of a plane and every window row, in the scan order of
-/// [`Cell::each`]: `row` is the plane-relative start of kernel-width
-/// consecutive inputs.
-#[inline]
-fn for_each_interior_row(g: &Geom, mut f: impl FnMut(usize, usize)) {
-    let [_, _, in_w] = g.input;
-    let [_, out_h, out_w] = g.out;
-    let [_, kh, _] = g.kernel;
-    let [_, sh, sw] = g.stride;
-    for oh in 0..out_h {
-        for ow in 0..out_w {
-            for jh in 0..kh {
-                f(oh * out_w + ow, (oh * sh + jh) * in_w + ow * sw);
-            }
-        }
-    }
-}
-
 /// [`argmax`] for any window: padding, dilation, ceil mode.
 fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) -> Vec<Option<usize>> {
     let in_len = g.in_len();
@@ -405,8 +386,7 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let xs = contiguous(x);
         let mut y = Vec::with_capacity(x.shape()[0] * x.shape()[1] * g.out_len());
-        let fast = interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1;
-        if fast && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+        if interior(&g, &w) && g.out[0] == 1 && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
             // 2×2, stride 2: pairs of rows; ((0 + x00) + x01) + x10) + x11 as below.
             let [_, out_h, out_w] = g.out;
             let in_w = g.input[2];
@@ -417,21 +397,6 @@ impl<T: Elem> Op<T> for AveragePool {
                     let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
                     y.extend(pairs.zip(inv_row).map(|((t, b), &i)| (T::zero() + t[0] + t[1] + b[0] + b[1]) * i));
                 }
-            }
-            return Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)]);
-        }
-        if fast {
-            // The same sums in the same order as below, read as row slices.
-            let kw = g.kernel[2];
-            let mut sums = vec![T::zero(); g.out_len()];
-            for xp in xs.chunks_exact(g.in_len()) {
-                sums.fill(T::zero());
-                for_each_interior_row(&g, |k, row| {
-                    for &v in &xp[row..row + kw] {
-                        sums[k] += v;
-                    }
-                });
-                y.extend(sums.iter().zip(&inv).map(|(&s, &i)| s * i));
             }
             return Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)]);
         }
@@ -461,8 +426,7 @@ impl<T: Elem> Op<T> for AveragePool {
         let inv: Vec<T> = self.inv_divisors(&w);
         let dy = contiguous(ctx.dout);
         let mut dx = vec![T::zero(); x.len()];
-        let fast = interior(&g, &w) && g.out[0] == 1 && g.kernel[0] == 1;
-        if fast && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+        if interior(&g, &w) && g.out[0] == 1 && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
             // 2×2, stride 2: every input is in exactly one window.
             let [_, out_h, out_w] = g.out;
             let in_w = g.input[2];
@@ -478,19 +442,6 @@ impl<T: Elem> Op<T> for AveragePool {
                         b[1] += share;
                     }
                 }
-            }
-            grads[0] = Some(array(x.shape(), dx)?);
-            return Ok(grads);
-        }
-        if fast {
-            let kw = g.kernel[2];
-            for (dxp, dyp) in dx.chunks_exact_mut(g.in_len()).zip(dy.chunks_exact(g.out_len())) {
-                for_each_interior_row(&g, |k, row| {
-                    let share = dyp[k] * inv[k];
-                    for d in &mut dxp[row..row + kw] {
-                        *d += share;
-                    }
-                });
             }
             grads[0] = Some(array(x.shape(), dx)?);
             return Ok(grads);
@@ -733,8 +684,9 @@ mod tests {
         }
     }
 
-    /// Windows wholly inside the input take the row-slice path: its values
-    /// against the definition, its gradient against central differences.
+    /// Windows wholly inside the input (the 2×2/stride-2 pair-of-rows path,
+    /// and the general path for other kernels): values against the
+    /// definition, gradients against central differences.
     #[test]
     fn average_pool_interior_windows_match_the_definition() {
         for (k, s) in [([2, 2], [2, 2]), ([3, 3], [1, 1]), ([2, 3], [1, 2])] {
