@@ -33,15 +33,6 @@ fn dataset(dir: &Path) {
     }
 }
 
-fn run(args: &[&str]) -> (std::process::Output, Value) {
-    let out = advscan(args);
-    let dir = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).unwrap();
-    let results = std::fs::read(Path::new(dir).join("results.json"))
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or(Value::Null);
-    (out, results)
-}
-
 #[test]
 fn writes_results_with_every_required_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,33 +12,11 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 const MODEL: &str = "models/ct_nodule_cnn.onnx";
 /// The lung window width of `ct_nodule_cnn.model.toml`: HU per attack unit.
 const WIDTH: f64 = 1500.0;
-
-/// Runs the binary and reads `--out DIR/results.json` (Null when absent).
-fn run(args: &[&str]) -> (Output, Value) {
-    let out = advscan(args);
-    let dir = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out given");
-    let results = std::fs::read(Path::new(dir).join("results.json"))
-        .map(|b| serde_json::from_slice(&b).expect("results.json is JSON"))
-        .unwrap_or(Value::Null);
-    (out, results)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn arr<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("expected {what} to be a JSON array, got {v}"))
-}
-
-fn num(v: &Value, what: &str) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("expected {what} to be a number, got {v}"))
-}
 
 /// Copies the DICOM files of `fixtures/demo_ct` (class folders kept) into
 /// `dir`, at most `per_class` per class (all when `None`); returns `dir`.
@@ -477,22 +455,7 @@ fn dicom_edge_cases_are_skipped_with_reasons() {
     let radiograph = "xr_monochrome1_12bit_sc.dcm";
 
     let out = tmp.path().join("out_hu");
-    let (o, r) = run(&[
-        "attack",
-        "--model",
-        MODEL,
-        "--data",
-        data.to_str().unwrap(),
-        "--attack",
-        "fgsm",
-        "--eps",
-        "5HU",
-        "--gallery",
-        "0",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, r) = fgsm_run(MODEL, &data, &out, "5HU");
     assert_eq!(o.status.code(), Some(2), "expected exit 2 (inputs skipped): {}", text(&o.stderr));
     let skipped = arr(&r["data"]["skipped"], "data.skipped");
     let reason = |file: &str| -> String {

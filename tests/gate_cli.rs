@@ -38,10 +38,6 @@ fn gate(policy: &Path, results: &Path) -> std::process::Output {
     advscan(&["gate", "--policy", policy.to_str().unwrap(), results.to_str().unwrap()])
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
 fn gate_exit_codes_0_1_2() {
     let (tmp, results, o) = attacked(&[]);

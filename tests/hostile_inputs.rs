@@ -25,46 +25,6 @@ const CT_MODEL: &str = "models/ct_nodule_cnn.onnx";
 const GOOD_CT_DICOM: &str = "fixtures/demo_ct/normal/ct_int16_rescale_-1024_explicit_le_01.dcm";
 const GOOD_CT_PNG: &str = "fixtures/demo_ct/nodule/ct_lung_window_8bit_19.png";
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs the binary and reads `--out DIR/results.json` (Null when absent).
-fn run(args: &[&str]) -> (Output, Value) {
-    let out = advscan(args);
-    let dir = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out given");
-    let results = std::fs::read(Path::new(dir).join("results.json"))
-        .map(|b| serde_json::from_slice(&b).expect("results.json is JSON"))
-        .unwrap_or(Value::Null);
-    (out, results)
-}
-
-/// `advscan attack` with one cheap attack (FGSM at 2/255, no gallery) of
-/// `model` on `data`, the way most cases here need it.
-fn fgsm_run(model: &str, data: &Path, out: &Path) -> (Output, Value) {
-    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
-    run(&[
-        "attack",
-        "--model",
-        model,
-        "--data",
-        data,
-        "--attack",
-        "fgsm",
-        "--eps",
-        "2/255",
-        "--gallery",
-        "0",
-        "--quiet",
-        "--out",
-        out,
-    ])
-}
-
-fn arr<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
-    v.as_array().unwrap_or_else(|| panic!("expected {what} to be a JSON array, got {v}"))
-}
-
 /// `data.skipped` as (path, reason) pairs.
 fn skipped(r: &Value) -> Vec<(String, String)> {
     arr(&r["data"]["skipped"], "data.skipped")
@@ -392,22 +352,7 @@ fn hostile_images_are_each_skipped_with_a_reason_and_the_run_completes() {
         write(&data, c.name, &c.bytes);
     }
     let out = tmp.path().join("out");
-    let (o, r) = run(&[
-        "attack",
-        "--model",
-        CT_MODEL,
-        "--data",
-        data.to_str().unwrap(),
-        "--attack",
-        "fgsm",
-        "--eps",
-        "5HU",
-        "--gallery",
-        "0",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, r) = fgsm_run(CT_MODEL, &data, &out, "5HU");
     assert!(r.is_object(), "expected results.json despite the bad inputs: {}", text(&o.stderr));
     let list = skipped(&r);
     assert_skip_summary(&o, cases.len());
@@ -540,7 +485,7 @@ fn nan_and_infinite_logits_are_reported_not_counted() {
     write(&data.join("1"), "dark_b.png", &grey_png(28, 28, |_, _| 10));
     write(&data.join("1"), "half_black_half_white.png", &grey_png(28, 28, |x, _| if x < 14 { 0 } else { 255 }));
     let out = tmp.path().join("out");
-    let (o, r) = fgsm_run(model.to_str().unwrap(), &data, &out);
+    let (o, r) = fgsm_run(model.to_str().unwrap(), &data, &out, "2/255");
     assert_skip_summary(&o, 3);
     let list = skipped(&r);
     assert_eq!(list.len(), 3, "expected the 3 non-finite samples skipped: {list:#?}");
@@ -607,7 +552,7 @@ fn too_large_refusal_names_the_max_pixels_flag() {
     let data = demo_data(tmp.path(), 1);
     write(&data, "png_bomb_60000x60000.png", &png_bomb(60000, 60000));
     let out = tmp.path().join("out");
-    let (o, r) = fgsm_run("models/pneumonia_cnn.onnx", &data, &out);
+    let (o, r) = fgsm_run("models/pneumonia_cnn.onnx", &data, &out, "2/255");
     assert_skip_summary(&o, 1);
     skip_reason(&skipped(&r), "png_bomb_60000x60000.png", &["over the limit of 100000000 pixels", "--max-pixels"]);
 }

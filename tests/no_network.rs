@@ -71,10 +71,6 @@ fn run(program: &str, args: &[String]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn results(out: &Path) -> Value {
     let bytes = std::fs::read(out.join("results.json")).expect("results.json written");
     serde_json::from_slice(&bytes).expect("results.json is JSON")

@@ -405,10 +405,6 @@ fn attack(tmp: &Path, data: &Path, out: &Path, extra: &[&str]) -> (Output, Value
     (o, results)
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn str_attr(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     Some(obj.get(tag)?.to_str().ok()?.trim_end_matches([' ', '\0']).to_string())
 }

@@ -10,10 +10,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// The demo scans plus one broken file, in a temporary folder.
 fn data(dir: &Path) -> PathBuf {
     let data = dir.join("data");

@@ -23,6 +23,51 @@ pub fn advscan(args: &[&str]) -> Output {
         .expect("advscan binary runs")
 }
 
+/// Runs the binary and reads `--out DIR/results.json` (Null when absent).
+pub fn run(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = advscan(args);
+    let dir = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out given");
+    let results = std::fs::read(Path::new(dir).join("results.json"))
+        .map(|b| serde_json::from_slice(&b).expect("results.json is JSON"))
+        .unwrap_or(serde_json::Value::Null);
+    (out, results)
+}
+
+/// `advscan attack` with one cheap attack (FGSM at `eps`, no gallery) of
+/// `model` on `data` into `out`, the way most input-handling tests need it.
+pub fn fgsm_run(model: &str, data: &Path, out: &Path, eps: &str) -> (Output, serde_json::Value) {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    run(&[
+        "attack",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--attack",
+        "fgsm",
+        "--eps",
+        eps,
+        "--gallery",
+        "0",
+        "--quiet",
+        "--out",
+        out,
+    ])
+}
+
+/// A process's output bytes as text (lossy), for assertion messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn arr<'a>(v: &'a serde_json::Value, what: &str) -> &'a Vec<serde_json::Value> {
+    v.as_array().unwrap_or_else(|| panic!("expected {what} to be a JSON array, got {v}"))
+}
+
+pub fn num(v: &serde_json::Value, what: &str) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("expected {what} to be a number, got {v}"))
+}
+
 pub fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
     let dim = dims
