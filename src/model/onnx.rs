@@ -223,20 +223,19 @@ impl Session<'_> {
         }
         // The plan's batch at a time; a short last chunk is zero-padded.
         let (n, b) = (x.shape().first().copied().unwrap_or(0), m.plan_batch.max(1));
+        if n == b {
+            // The common case (one sample on a batch-1 plan): no copy.
+            return self.run(x);
+        }
         let mut parts = Vec::with_capacity(n.div_ceil(b));
         for start in (0..n).step_by(b) {
             let rows = b.min(n - start);
-            let chunk = if n == b {
-                x.clone()
-            } else {
-                let mut shape = x.shape().to_vec();
-                shape[0] = b;
-                let mut padded = ArrayD::zeros(IxDyn(&shape));
-                padded
-                    .slice_axis_mut(Axis(0), (0..rows).into())
-                    .assign(&x.slice_axis(Axis(0), (start..start + rows).into()));
-                padded
-            };
+            let mut shape = x.shape().to_vec();
+            shape[0] = b;
+            let mut chunk = ArrayD::zeros(IxDyn(&shape));
+            chunk
+                .slice_axis_mut(Axis(0), (0..rows).into())
+                .assign(&x.slice_axis(Axis(0), (start..start + rows).into()));
             let logits = self.run(chunk)?;
             parts.push(if logits.nrows() == rows {
                 logits
