@@ -218,6 +218,11 @@ impl ScanMeta {
 /// The data manifest's file name in a report folder.
 pub const MANIFEST_FILE: &str = "manifest.sha256";
 
+/// Steps (queries for Square) of the ε = 0 trust check's replay of the first
+/// attack: two, so that a step taken from an already projected iterate is
+/// exercised too.
+pub const ZERO_CHECK_STEPS: usize = 2;
+
 /// One file read by the run, with the sha256 of its bytes (the data manifest).
 struct ManifestEntry {
     path: PathBuf,
@@ -682,47 +687,52 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             // probabilities, L∞ and L2 distance (attack units), and the
             // prediction after quantisation; `None` where the model's output
             // on the adversarial image is NaN or infinite.
-            let attack_rows =
-                |a: &dyn attack::Attack, eps: &EpsSpec, rows: &[usize]| -> Result<Vec<Option<AttackedSample>>, Error> {
-                    crate::interrupt::check()?;
-                    let budget = budget_for(a.name(), eps, g);
-                    budget.validate()?;
-                    let subset;
-                    let xs = if rows.len() == idx.len() {
-                        &x
-                    } else {
-                        subset = x.select(Axis(0), rows);
-                        &subset
-                    };
-                    let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
-                    let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, idx[k])).collect();
-                    let adv = a.run(&objective, xs, &classes, &mut rngs, &budget)?;
-                    let logits = objective.logits(&adv)?;
-                    let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
-                    Ok(logits
-                        .outer_iter()
-                        .zip(quantized.outer_iter())
-                        .zip(norms(xs, &adv))
-                        .map(|((z, zq), (linf, l2))| {
-                            let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
-                            finite.then(|| AttackedSample {
-                                probs: eval::softmax(&z.to_vec()),
-                                pred_quantized: eval::argmax(&zq.to_vec()),
-                                linf,
-                                l2,
-                            })
-                        })
-                        .collect())
+            let attack_rows = |a: &dyn attack::Attack,
+                               eps: &EpsSpec,
+                               budget: &Budget,
+                               rows: &[usize]|
+             -> Result<Vec<Option<AttackedSample>>, Error> {
+                crate::interrupt::check()?;
+                budget.validate()?;
+                let subset;
+                let xs = if rows.len() == idx.len() {
+                    &x
+                } else {
+                    subset = x.select(Axis(0), rows);
+                    &subset
                 };
+                let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
+                let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, idx[k])).collect();
+                let adv = a.run(&objective, xs, &classes, &mut rngs, budget)?;
+                let logits = objective.logits(&adv)?;
+                let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
+                Ok(logits
+                    .outer_iter()
+                    .zip(quantized.outer_iter())
+                    .zip(norms(xs, &adv))
+                    .map(|((z, zq), (linf, l2))| {
+                        let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
+                        finite.then(|| AttackedSample {
+                            probs: eval::softmax(&z.to_vec()),
+                            pred_quantized: eval::argmax(&zq.to_vec()),
+                            linf,
+                            l2,
+                        })
+                    })
+                    .collect())
+            };
             // The whole batch; when the attack itself met a NaN/Inf (a loss
             // or gradient), one sample at a time, to find which. A sample's
             // result does not depend on its batch, so this changes no other.
-            let attack_batch = |a: &dyn attack::Attack, eps: &EpsSpec| -> Result<Vec<Option<AttackedSample>>, Error> {
+            let attack_batch = |a: &dyn attack::Attack,
+                                eps: &EpsSpec,
+                                budget: &Budget|
+             -> Result<Vec<Option<AttackedSample>>, Error> {
                 let all: Vec<usize> = (0..idx.len()).collect();
-                match attack_rows(a, eps, &all) {
+                match attack_rows(a, eps, budget, &all) {
                     Err(Error::Attack(AttackError::NotFinite { .. })) => all
                         .iter()
-                        .map(|&k| match attack_rows(a, eps, &[k]) {
+                        .map(|&k| match attack_rows(a, eps, budget, &[k]) {
                             Ok(mut one) => Ok(one.pop().flatten()),
                             Err(Error::Attack(AttackError::NotFinite { .. })) => Ok(None),
                             Err(e) => Err(e),
@@ -734,7 +744,8 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             for (ai, a) in attacks.iter().enumerate() {
                 for (ei, eps) in req.eps.iter().enumerate() {
                     let t = Instant::now();
-                    for (rec, r) in records.iter_mut().zip(attack_batch(a.as_ref(), eps)?) {
+                    let budget = budget_for(a.name(), eps, g);
+                    for (rec, r) in records.iter_mut().zip(attack_batch(a.as_ref(), eps, &budget)?) {
                         let Some(r) = r else {
                             rec.not_finite.get_or_insert_with(|| {
                                 format!(
@@ -772,10 +783,17 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
 
             let t = Instant::now();
             // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
-            // ε = 0 must reproduce the clean predictions exactly.
+            // ε = 0 must reproduce the clean predictions exactly. Every step
+            // at ε = 0 is the same operation (step, then project back onto
+            // the clean image and the storable box), so the replay stops
+            // after ZERO_CHECK_STEPS steps of one restart: a projection or
+            // quantisation fault shows in the first step, and a full replay
+            // would double the run's time.
             if let Some(a) = zero_attack {
                 let zero = EpsSpec { value: 0.0, unit: EpsUnit::Model, label: "0".into() };
-                for (rec, r) in records.iter_mut().zip(attack_batch(attacks[a].as_ref(), &zero)?) {
+                let full = budget_for(attacks[a].name(), &zero, g);
+                let budget = Budget { steps: full.steps.min(ZERO_CHECK_STEPS), restarts: 1, ..full };
+                for (rec, r) in records.iter_mut().zip(attack_batch(attacks[a].as_ref(), &zero, &budget)?) {
                     rec.checks.eps_zero_changed = r.map(|r| eval::argmax(&r.probs) != rec.clean.pred);
                 }
             }

@@ -46,7 +46,8 @@
 //!   is the probability of the clean prediction's class under attack. `min_eps` only with
 //!   `--min-eps`: `null` when even the largest ε did not flip it. `check_data` is the sample's raw
 //!   trust-check data: `{nondeterministic}` (its logits differed between two identical forward
-//!   passes), and when measured `eps_zero_changed` (an ε = 0 attack changed its prediction),
+//!   passes), and when measured `eps_zero_changed` (the first attack, replayed at ε = 0 for
+//!   `run::ZERO_CHECK_STEPS` steps of one restart, changed its prediction),
 //!   `gradient_zero` / `gradient_nonfinite` (its clean-input gradient is all zero / has NaN or
 //!   Inf), `directional: [g·d, central difference]` (f32; only the first 4 samples are probed),
 //!   `round_trip` (with `--save-adversarial`: its written adversarial file, read back through the
@@ -315,7 +316,7 @@ pub struct SampleRecord {
 pub struct SampleChecks {
     /// Its logits differed between two identical forward passes.
     pub nondeterministic: bool,
-    /// An ε = 0 attack changed its prediction.
+    /// The first attack, replayed at ε = 0 (`run::ZERO_CHECK_STEPS` steps, one restart), changed its prediction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps_zero_changed: Option<bool>,
     /// Its clean-input gradient is exactly zero everywhere.
