@@ -17,6 +17,7 @@ mod linear;
 mod loss;
 mod matmul;
 mod norm;
+mod panel;
 mod pool;
 mod reduce;
 mod resize;
@@ -94,6 +95,14 @@ pub trait Op<T: Elem>: Send + Sync {
     /// argmax) need not be repeated.
     fn saves_for_backward(&self) -> bool {
         false
+    }
+
+    /// Called once when the engine is built, with the values of the inputs
+    /// that are constant (`None` for the others); every later `forward` and
+    /// `backward` receives exactly these values for those inputs, so an op
+    /// may precompute from them (Conv packs its weight matrix).
+    fn prepare(&mut self, constants: &[Option<&Value<T>>]) {
+        let _ = constants;
     }
 }
 
