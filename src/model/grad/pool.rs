@@ -112,7 +112,13 @@ pub fn build_max_pool<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T
 /// number, so NaNs propagate.
 fn argmax<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Vec<Option<usize>> {
     let w = windows(g);
-    if interior(g, &w) { argmax_interior(x, planes, g) } else { argmax_general(x, planes, g, &w) }
+    if interior(g, &w) {
+        argmax_interior(x, planes, g)
+    } else if g.dil == [1; 3] && g.input[0] == 1 && g.kernel[0] == 1 {
+        argmax_2d(x, planes, g, &w)
+    } else {
+        argmax_general(x, planes, g, &w)
+    }
 }
 
 /// Every window lies wholly inside the input, undilated: no padding or
@@ -153,6 +159,66 @@ fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) 
             }
             out.push((best != NONE).then_some(base + best));
         });
+    }
+    out
+}
+
+/// [`argmax`] for undilated 2-D windows that may reach into the padding or
+/// past the input (ResNet's 3×3/stride-2/pad-1 stem pool, ceil mode): a
+/// window's positions inside the input are a rectangle of whole row runs,
+/// and the winner is the general scan's (first maximum; a later NaN wins).
+fn argmax_2d<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) -> Vec<Option<usize>> {
+    let in_len = g.in_len();
+    let in_w = g.input[2];
+    let better = |v: T, best: T| (v > best) | v.is_nan();
+    let mut out = Vec::with_capacity(planes * g.out_len());
+    for plane in 0..planes {
+        let base = plane * in_len;
+        let xp = &x[base..base + in_len];
+        for wd in &w[0] {
+            for wh in &w[1] {
+                for ww in &w[2] {
+                    if wd.lo >= wd.hi || wh.lo >= wh.hi || ww.lo >= ww.hi {
+                        out.push(None);
+                        continue;
+                    }
+                    let ih0 = (wh.start + wh.lo as isize) as usize;
+                    let iw0 = (ww.start + ww.lo as isize) as usize;
+                    let width = ww.hi - ww.lo;
+                    let rows = (ih0..ih0 + (wh.hi - wh.lo)).map(|ih| ih * in_w + iw0);
+                    // Without NaNs the scan's winner is the first position holding
+                    // the maximum: a max, then a backwards pass of selects (the
+                    // scan itself needs a branch per position on its running best).
+                    let (mut m, mut nan) = (xp[ih0 * in_w + iw0], false);
+                    for row0 in rows.clone() {
+                        for &v in &xp[row0..row0 + width] {
+                            m = if v > m { v } else { m };
+                            nan |= v.is_nan();
+                        }
+                    }
+                    let mut best = ih0 * in_w + iw0;
+                    if nan {
+                        // Rare: the scan rule (a later NaN wins) as written.
+                        let mut best_v = xp[best];
+                        for row0 in rows {
+                            for (k, &v) in xp[row0..row0 + width].iter().enumerate() {
+                                if better(v, best_v) {
+                                    best = row0 + k;
+                                    best_v = v;
+                                }
+                            }
+                        }
+                    } else {
+                        for row0 in rows.rev() {
+                            for (k, &v) in xp[row0..row0 + width].iter().enumerate().rev() {
+                                best = if v == m { row0 + k } else { best };
+                            }
+                        }
+                    }
+                    out.push(Some(base + best));
+                }
+            }
+        }
     }
     out
 }
@@ -573,6 +639,47 @@ mod tests {
                 assert_eq!(argmax(&x, 2, &g), fast);
             }
         }
+    }
+
+    #[test]
+    fn padded_2d_argmax_equals_the_general_scan_with_ties_and_nans() {
+        // Windows reaching into the padding and (ceil mode) past the input,
+        // including windows of padding only (pads ≥ kernel): the 2-D path
+        // must pick the same positions, and None, as the general scan.
+        let (mut padded, mut padding_only) = (0, 0);
+        for side in [6usize, 7] {
+            let mut x: Vec<f64> = (0..2 * side * side).map(|i| ((i * 7) % 5) as f64).collect();
+            x[0] = f64::NAN;
+            x[8] = f64::NAN;
+            x[41] = f64::NAN;
+            for (k, s, pad, ceil) in [(3i64, 2i64, 1i64, 0i64), (3, 1, 1, 0), (2, 2, 1, 1), (3, 2, 0, 1), (2, 1, 2, 0)]
+            {
+                let n = node(
+                    "MaxPool",
+                    &[
+                        ("kernel_shape", ints(&[k, k])),
+                        ("strides", ints(&[s, s])),
+                        ("pads", ints(&[pad; 4])),
+                        ("ceil_mode", Attr::Int(ceil)),
+                    ],
+                );
+                let Ok(g) = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, side, side]) else {
+                    continue;
+                };
+                let w = windows(&g);
+                let general = argmax_general(&x, 2, &g, &w);
+                assert_eq!(
+                    argmax_2d(&x, 2, &g, &w),
+                    general,
+                    "side {side} kernel {k} stride {s} pad {pad} ceil {ceil}"
+                );
+                assert_eq!(argmax(&x, 2, &g), general);
+                padded += usize::from(!interior(&g, &w));
+                padding_only += general.iter().filter(|i| i.is_none()).count();
+            }
+        }
+        assert!(padded >= 8, "only {padded} cases reached the padding");
+        assert!(padding_only > 0, "no window of padding only was tested");
     }
 
     fn check(op: &str, attrs: &[(&str, Attr)], x: &[usize]) -> ArrayD<f64> {
