@@ -157,7 +157,7 @@ fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) 
                     }
                 }
             }
-            out.push((best != NONE).then_some(base + best));
+            out.push((best != NONE).then(|| base + best));
         });
     }
     out
