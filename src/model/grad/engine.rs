@@ -88,8 +88,9 @@ fn to_value<T: Elem>(t: &TensorData) -> Value<T> {
 /// (mmap/munmap, and trimming the top of a thread's heap), so each pass
 /// page-faulted its larger tensors in afresh: a fifth of a CT model's
 /// gradient time went to the kernel zeroing pages (perf). Raising both
-/// thresholds once per process keeps that memory in the allocator; peak
-/// resident memory is unchanged (the same tensors are live at the peak).
+/// thresholds once per process keeps that memory in the allocator, at the
+/// price of a somewhat higher resident peak (freed memory is kept for
+/// reuse: 37 → 63 MiB for a 1,000-image PGD run of pneumonia_resnet).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
