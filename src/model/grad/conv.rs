@@ -585,7 +585,7 @@ impl ConvPanels {
     fn pack<T: Elem>(w: &ArrayD<T>, group: usize) -> Option<ConvPanels> {
         let s = w.shape();
         // Depthwise convolutions (one input channel per group) take the direct loop.
-        if s.len() < 3 || s[0] % group != 0 || (group > 1 && s[1] == 1) {
+        if s.len() < 3 || !s[0].is_multiple_of(group) || (group > 1 && s[1] == 1) {
             return None;
         }
         let (mg, ck) = (s[0] / group, s[1..].iter().product::<usize>());
