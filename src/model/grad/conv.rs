@@ -326,6 +326,28 @@ impl Geom {
             .collect()
     }
 
+    /// For a stride-1 window, its adjoint as a window of the same kind:
+    /// y[o] = Σ_j w[j]·x[o − p_b + j·d] gives
+    /// ∂L/∂x[i] = Σ_j w[j]·dY[i + p_b − j·d] = Σ_j′ w[k−1−j′]·dY[i − p_b′ + j′·d]
+    /// with j′ = k−1−j and p_b′ = d(k−1) − p_b: a convolution of dY with the
+    /// flipped kernel, padded by d(k−1) − p_b before and d(k−1) − p_e after,
+    /// whose output has the input's size (out = in + p_b + p_e − d(k−1)).
+    /// `None` for other strides, or a pad wider than the dilated kernel.
+    fn adjoint(&self) -> Option<Geom> {
+        if self.stride != [1; 3] {
+            return None;
+        }
+        let mut a = self.clone();
+        for ax in 0..3 {
+            let span = self.dil[ax] * (self.kernel[ax] - 1);
+            a.pad_begin[ax] = span.checked_sub(self.pad_begin[ax])?;
+            a.pad_end[ax] = span.checked_sub(self.pad_end[ax])?;
+            a.input[ax] = self.out[ax];
+            a.out[ax] = self.input[ax];
+        }
+        Some(a)
+    }
+
     fn is_pointwise(&self) -> bool {
         self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
     }
@@ -575,14 +597,17 @@ struct Conv {
 }
 
 /// Per group g, W[g] as [M/g, C/g·k] (forward: Y = W·col) and W[g]ᵀ
-/// (backward: ∂L/∂col = Wᵀ·dY), packed once.
+/// (backward: ∂L/∂col = Wᵀ·dY), packed once; for stride-1 convolutions also
+/// the flipped kernel W′[g] as [C/g, M/g·k], W′[c, (m, j′)] = W[m, c, k−1−j′]
+/// (backward as a convolution: ∂L/∂X = W′·col(dY), see [`Geom::adjoint`]).
 struct ConvPanels {
     forward: Vec<PackedRows>,
     transposed: Vec<PackedRows>,
+    flipped: Vec<PackedRows>,
 }
 
 impl ConvPanels {
-    fn pack<T: Elem>(w: &ArrayD<T>, group: usize) -> Option<ConvPanels> {
+    fn pack<T: Elem>(w: &ArrayD<T>, group: usize, stride_1: bool) -> Option<ConvPanels> {
         let s = w.shape();
         // Depthwise convolutions (one input channel per group) take the direct loop.
         if s.len() < 3 || !s[0].is_multiple_of(group) || (group > 1 && s[1] == 1) {
@@ -591,10 +616,19 @@ impl ConvPanels {
         let (mg, ck) = (s[0] / group, s[1..].iter().product::<usize>());
         let w = w.as_standard_layout();
         let w = w.view().into_shape_with_order((group, mg, ck)).ok()?;
-        let mut panels = ConvPanels { forward: Vec::new(), transposed: Vec::new() };
+        let mut panels = ConvPanels { forward: Vec::new(), transposed: Vec::new(), flipped: Vec::new() };
+        let (cg, taps) = (s[1], ck / s[1].max(1));
         for wg in w.outer_iter() {
             panels.forward.push(PackedRows::pack(wg)?);
             panels.transposed.push(PackedRows::pack(wg.t())?);
+            if stride_1 {
+                // Reversing every spatial axis of a row-major tap index reverses the flat index.
+                let flipped = ndarray::Array2::from_shape_fn((cg, mg * taps), |(c, mj)| {
+                    let (m, j) = (mj / taps, mj % taps);
+                    wg[[m, c * taps + taps - 1 - j]]
+                });
+                panels.flipped.push(PackedRows::pack(flipped.view())?);
+            }
         }
         Some(panels)
     }
@@ -658,7 +692,8 @@ impl Conv {
 impl<T: Elem> Op<T> for Conv {
     fn prepare(&mut self, constants: &[Option<&Value<T>>]) {
         if let Some(Ok(w)) = constants.get(1).copied().flatten().map(Value::float) {
-            self.panels = ConvPanels::pack(w, self.group);
+            let stride_1 = self.win.strides.as_ref().is_none_or(|s| s.iter().all(|&s| s == 1));
+            self.panels = ConvPanels::pack(w, self.group, stride_1);
         }
     }
 
@@ -794,9 +829,21 @@ fn gemm_backward<T: Elem>(
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
     let pointwise = g.is_pointwise();
     let taps = Taps::new(g);
+    // ∂L/∂X as a convolution of dY with the flipped kernel (stride 1): an
+    // im2col gather of dY instead of col2im's scatter-add. Only where that
+    // moves no more data (M/g ≤ C/g: col(dY) is M/g·k × in, the old column
+    // matrix C/g·k × out) and with at least 8 input channels per group, so
+    // that W′'s C/g rows fill the packed kernel's 8- or 12-row panels.
+    let adjoint = match panels {
+        Some(w) if !pointwise && cg >= 8 && mg <= cg && w.flipped.len() == d.group => g.adjoint(),
+        _ => None,
+    };
+    let adjoint_taps = adjoint.as_ref().map(Taps::new);
+    let kk = g.kernel_len();
     // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
     // entry written): neither reads what an earlier call left.
-    with_scratch(if pointwise { 0 } else { ck * p }, |buf: &mut [T]| {
+    let scratch = if pointwise { 0 } else { (ck * p).max(if adjoint.is_some() { mg * kk * in_len } else { 0 }) };
+    with_scratch(scratch, |buf: &mut [T]| {
         for ni in 0..d.n {
             for gi in 0..d.group {
                 let x_at = (ni * d.c + gi * cg) * in_len;
@@ -806,13 +853,24 @@ fn gemm_backward<T: Elem>(
                 if let Some(dx) = dx.as_deref_mut() {
                     let dxg = &mut dx[x_at..][..cg * in_len];
                     // Groups write disjoint slices of dX, so no accumulation is needed.
-                    let dcol: &mut [T] = if pointwise { dxg } else { &mut buf[..ck * p] };
-                    let packed = panels.and_then(|w| ConvPanels::get(&w.transposed, gi, ck, mg));
-                    if !packed.is_some_and(|wt| wt.mul(dyg, p, dcol, false)) {
-                        general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dcol, ck, p)?);
-                    }
-                    if !pointwise {
-                        col2im(buf, cg, g, &taps, &mut dx[x_at..][..cg * in_len]);
+                    let flipped = panels.and_then(|w| ConvPanels::get(&w.flipped, gi, cg, mg * kk));
+                    let as_convolution = match (&adjoint, &adjoint_taps, flipped) {
+                        (Some(ga), Some(ta), Some(wf)) => {
+                            let cols = &mut buf[..mg * kk * in_len];
+                            im2col(dyg, mg, ga, ta, cols);
+                            wf.mul(cols, in_len, dxg, false)
+                        }
+                        _ => false,
+                    };
+                    if !as_convolution {
+                        let dcol: &mut [T] = if pointwise { dxg } else { &mut buf[..ck * p] };
+                        let packed = panels.and_then(|w| ConvPanels::get(&w.transposed, gi, ck, mg));
+                        if !packed.is_some_and(|wt| wt.mul(dyg, p, dcol, false)) {
+                            general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dcol, ck, p)?);
+                        }
+                        if !pointwise {
+                            col2im(buf, cg, g, &taps, &mut dx[x_at..][..cg * in_len]);
+                        }
                     }
                 }
                 if let Some(dw) = dw.as_deref_mut() {
@@ -1167,16 +1225,27 @@ mod tests {
         }
     }
 
-    /// The packed-weight path (AVX-512 CPUs) against the f64 general path:
+    /// The packed-weight paths (AVX-512 CPUs) against the f64 general path:
     /// forward with bias and input gradient, for a 3×3 convolution with an
-    /// odd channel count (panel tails), a strided grouped one and a
-    /// pointwise one (the column matrix is the input itself).
+    /// odd channel count (panel tails), a strided grouped one, a pointwise
+    /// one (the column matrix is the input itself) and stride-1 ones whose
+    /// input gradient is computed as a convolution (see `Geom::adjoint`).
     #[test]
     fn conv_with_packed_weights_agrees_with_f64() {
         let cases = [
             (vec![("pads", ints(&[1, 1, 1, 1]))], [2, 16, 14, 14], [37, 16, 3, 3]),
             (vec![("strides", ints(&[2, 2])), ("group", Attr::Int(2))], [1, 8, 9, 11], [6, 4, 3, 3]),
             (vec![], [2, 24, 7, 7], [20, 24, 1, 1]),
+            // Stride 1: ∂L/∂X as a convolution with the flipped kernel, here
+            // with dilation, asymmetric pads and groups; then pads wider than
+            // the kernel reaches, where that path declines.
+            (
+                vec![("pads", ints(&[2, 1, 0, 3])), ("dilations", ints(&[2, 2])), ("group", Attr::Int(2))],
+                [1, 16, 9, 10],
+                [12, 8, 3, 3],
+            ),
+            (vec![("pads", ints(&[1, 1, 1, 1]))], [2, 12, 8, 8], [12, 12, 3, 3]),
+            (vec![("pads", ints(&[3, 3, 3, 3]))], [1, 8, 6, 6], [8, 8, 3, 3]),
         ];
         let avx512 =
             crate::model::grad::panel::PackedRows::pack(ndarray::Array2::<f32>::zeros((1, 1)).view()).is_some();
