@@ -127,6 +127,119 @@ fn interior(g: &Geom, w: &[Vec<Win>; 3]) -> bool {
     g.dil == [1; 3] && w.iter().zip(g.kernel).all(|(a, k)| a.iter().all(|c| c.lo == 0 && c.hi == k))
 }
 
+/// MaxPool's output and saved argmax (flat i64 indices) for the 2×2/stride-2
+/// pool with every window inside the input, f32, on CPUs with AVX-512F: 16
+/// windows per step, without the per-window `Option` of [`argmax`]. The
+/// winner is the first position holding the maximum (a pair of rows holding
+/// a NaN takes [`argmax`]'s scan rule instead), and y is the value at the
+/// winner — the same winners and values as [`argmax`] (tested). `None` when
+/// the pool, the type or the CPU does not fit.
+fn max_pool_2x2<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, Vec<i64>)> {
+    let window = g.kernel == [1, 2, 2] && g.stride[1..] == [2, 2] && g.dil == [1; 3] && g.out[0] == 1;
+    if !window || !interior(g, &windows(g)) || std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: T is f32 (checked above): same memory, same layout.
+        let xf = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) };
+        let n = planes * g.out_len();
+        let (mut y, mut arg) = (vec![0.0f32; n], vec![0i64; n]);
+        // SAFETY: AVX-512F was detected; the geometry is the interior 2×2/stride-2 one.
+        unsafe { max_pool_2x2_avx512(xf, planes, g, &mut y, &mut arg) };
+        // T is f32, so the round trip through f64 is exact.
+        let y: Vec<T> = y.into_iter().map(|v| T::of(f64::from(v))).collect();
+        return Some((y, arg));
+    }
+    let _ = (x, planes);
+    None
+}
+
+/// # Safety
+/// AVX-512F is available; every 2×2/stride-2 window lies inside `x`'s planes;
+/// `y` and `arg` hold planes·out_h·out_w values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32], arg: &mut [i64]) {
+    use std::arch::x86_64::*;
+    let in_w = g.input[2];
+    let [_, out_h, out_w] = g.out;
+    let in_len = g.in_len();
+    // Lane k of a deinterleave holds element 2k (even) or 2k + 1 (odd) of a 32-float run.
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let run = |n: usize| if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 };
+    let mut o = 0;
+    for plane in 0..planes {
+        for oh in 0..out_h {
+            let r0 = plane * in_len + 2 * oh * in_w;
+            let (top, bottom) = (&x[r0..][..2 * out_w], &x[r0 + in_w..][..2 * out_w]);
+            let (yrow, arow) = (&mut y[o..][..out_w], &mut arg[o..][..out_w]);
+            o += out_w;
+            if top.iter().chain(bottom).fold(false, |nan, v| nan | v.is_nan()) {
+                // Rare: the scan rule (a later NaN wins), window by window.
+                for ow in 0..out_w {
+                    let c = r0 + 2 * ow;
+                    let mut best = c;
+                    for i in [c + 1, c + in_w, c + in_w + 1] {
+                        if x[i] > x[best] || x[i].is_nan() {
+                            best = i;
+                        }
+                    }
+                    yrow[ow] = x[best];
+                    arow[ow] = best as i64;
+                }
+                continue;
+            }
+            for ow in (0..out_w).step_by(16) {
+                // Up to 16 windows: 2·width floats of each row, other lanes masked off.
+                let width = (out_w - ow).min(16);
+                let (m0, m1, mo) = (run(2 * width), run((2 * width).saturating_sub(16)), run(width));
+                // SAFETY: the unmasked lanes are the 2·width floats from 2·ow,
+                // inside `top`/`bottom` (2·out_w long); masked-off lanes are not
+                // read (the second half's address may lie past the row: wrapping_add).
+                let (te, to, be, bo) = unsafe {
+                    let (tp, bp) = (top.as_ptr().add(2 * ow), bottom.as_ptr().add(2 * ow));
+                    let t = (_mm512_maskz_loadu_ps(m0, tp), _mm512_maskz_loadu_ps(m1, tp.wrapping_add(16)));
+                    let b = (_mm512_maskz_loadu_ps(m0, bp), _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16)));
+                    (
+                        _mm512_permutex2var_ps(t.0, even, t.1),
+                        _mm512_permutex2var_ps(t.0, odd, t.1),
+                        _mm512_permutex2var_ps(b.0, even, b.1),
+                        _mm512_permutex2var_ps(b.0, odd, b.1),
+                    )
+                };
+                let m = _mm512_max_ps(_mm512_max_ps(te, to), _mm512_max_ps(be, bo));
+                // Later candidates first, so the earliest equal one wins (scan order t0, t1, b0, b1).
+                let (k_b0, k_t1, k_t0) =
+                    (_mm512_cmpeq_ps_mask(be, m), _mm512_cmpeq_ps_mask(to, m), _mm512_cmpeq_ps_mask(te, m));
+                let mut off = _mm512_set1_epi32((in_w + 1) as i32);
+                let mut val = bo;
+                off = _mm512_mask_blend_epi32(k_b0, off, _mm512_set1_epi32(in_w as i32));
+                val = _mm512_mask_blend_ps(k_b0, val, be);
+                off = _mm512_mask_blend_epi32(k_t1, off, _mm512_set1_epi32(1));
+                val = _mm512_mask_blend_ps(k_t1, val, to);
+                off = _mm512_mask_blend_epi32(k_t0, off, _mm512_setzero_si512());
+                val = _mm512_mask_blend_ps(k_t0, val, te);
+                // Window ow + k starts at column 2(ow + k) of the pair of rows at r0.
+                let rel = _mm512_add_epi32(
+                    off,
+                    _mm512_slli_epi32::<1>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+                );
+                let start = _mm512_set1_epi64((r0 + 2 * ow) as i64);
+                let lo = _mm512_add_epi64(start, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(rel)));
+                let hi = _mm512_add_epi64(start, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(rel)));
+                // SAFETY: the `width` unmasked outputs from ow lie inside the row's slices.
+                unsafe {
+                    _mm512_mask_storeu_ps(yrow.as_mut_ptr().add(ow), mo, val);
+                    _mm512_mask_storeu_epi64(arow.as_mut_ptr().add(ow), mo as u8, lo);
+                    _mm512_mask_storeu_epi64(arow.as_mut_ptr().wrapping_add(ow + 8), (mo >> 8) as u8, hi);
+                }
+            }
+        }
+    }
+}
+
 /// [`argmax`] for any window: padding, dilation, ceil mode.
 fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) -> Vec<Option<usize>> {
     let in_len = g.in_len();
@@ -325,11 +438,16 @@ impl<T: Elem> Op<T> for MaxPool {
         let g = pool_geometry(&self.win, x.shape())?;
         let xs = contiguous(x);
         let planes = x.shape()[0] * x.shape()[1];
+        let shape = out_shape(x.shape(), &g);
+        if !self.indices
+            && let Some((y, arg)) = max_pool_2x2(&xs, planes, &g)
+        {
+            return Ok(vec![Value::F(array(&shape, y)?), Value::I(array(&shape, arg)?)]);
+        }
         let arg = argmax(&xs, planes, &g);
         // A window entirely in padding has no maximum; onnxruntime starts its
         // scan at the lowest finite value, which is what it then outputs.
         let y: Vec<T> = arg.iter().map(|a| a.map_or(T::min_value(), |i| xs[i])).collect();
-        let shape = out_shape(x.shape(), &g);
         let mut outs = vec![Value::F(array(&shape, y)?)];
         let saved = Value::I(array(&shape, arg.iter().map(|a| a.map_or(-1, |i| i as i64)).collect())?);
         if self.indices {
@@ -639,6 +757,43 @@ mod tests {
                 assert_eq!(argmax(&x, 2, &g), fast);
             }
         }
+    }
+
+    #[test]
+    fn two_by_two_pool_equals_the_general_scan_with_ties_nans_and_signed_zeros() {
+        // f32, widths with whole 16-window vectors and tails; ties everywhere
+        // (values mod 5), a NaN in one pair of rows, and a window whose
+        // maximum is a tie of −0 and +0 (the value must be the first one's).
+        let mut vector_rows = 0;
+        for side in [6usize, 32, 34, 41] {
+            let mut x: Vec<f32> = (0..2 * side * side).map(|i| ((i * 7) % 5) as f32 - 4.0).collect();
+            x[side + 3] = f32::NAN;
+            let w0 = 2 * side * 4; // the window at row pair 4, column 0 of plane 0
+            x[w0..w0 + 2].copy_from_slice(&[-0.0, 0.0]);
+            x[w0 + side..w0 + side + 2].copy_from_slice(&[-1.0, -2.0]);
+            let n = node("MaxPool", &[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
+            let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, side, side]).unwrap();
+            let Some((y, arg)) = max_pool_2x2(&x, 2, &g) else {
+                eprintln!("no AVX-512F here: max_pool_2x2 declines and the general path is used");
+                return;
+            };
+            let general = argmax_general(&x, 2, &g, &windows(&g));
+            let want: Vec<i64> = general.iter().map(|a| a.map_or(-1, |i| i as i64)).collect();
+            assert_eq!(arg, want, "side {side}");
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let want_y: Vec<f32> = general.iter().map(|a| x[a.unwrap()]).collect();
+            assert_eq!(bits(&y), bits(&want_y), "side {side}: values at the winners");
+            assert_eq!(y[4 * (side / 2)].to_bits(), (-0.0f32).to_bits(), "side {side}: −0 scanned first wins");
+            vector_rows += usize::from(side / 2 >= 16);
+        }
+        assert_eq!(vector_rows, 3, "three sizes reach the 16-window vector loop");
+        // Other windows and f64 decline.
+        let n = node("MaxPool", &[("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2]))]);
+        let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 1, 9, 9]).unwrap();
+        assert!(max_pool_2x2(&[0.0f32; 81], 1, &g).is_none());
+        let n = node("MaxPool", &[("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))]);
+        let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 1, 8, 8]).unwrap();
+        assert!(max_pool_2x2(&[0.0f64; 64], 1, &g).is_none());
     }
 
     #[test]
