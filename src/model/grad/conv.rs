@@ -837,8 +837,11 @@ fn gemm_backward<T: Elem>(
     let adjoint = match panels {
         Some(w) if !pointwise && cg >= 8 && mg <= cg && w.flipped.len() == d.group => g.adjoint(),
         _ => None,
-    };
-    let adjoint_taps = adjoint.as_ref().map(Taps::new);
+    }
+    .map(|ga| {
+        let taps = Taps::new(&ga);
+        (ga, taps)
+    });
     let kk = g.kernel_len();
     // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
     // entry written): neither reads what an earlier call left.
@@ -854,8 +857,8 @@ fn gemm_backward<T: Elem>(
                     let dxg = &mut dx[x_at..][..cg * in_len];
                     // Groups write disjoint slices of dX, so no accumulation is needed.
                     let flipped = panels.and_then(|w| ConvPanels::get(&w.flipped, gi, cg, mg * kk));
-                    let as_convolution = match (&adjoint, &adjoint_taps, flipped) {
-                        (Some(ga), Some(ta), Some(wf)) => {
+                    let as_convolution = match (&adjoint, flipped) {
+                        (Some((ga, ta)), Some(wf)) => {
                             let cols = &mut buf[..mg * kk * in_len];
                             im2col(dyg, mg, ga, ta, cols);
                             wf.mul(cols, in_len, dxg, false)

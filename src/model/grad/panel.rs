@@ -30,6 +30,11 @@ const NR: usize = 32;
 /// panel of A goes past it. Measured on Zen 4: 128–512 within noise.
 const KC: usize = 256;
 
+thread_local! {
+    /// Each worker's KC × NR block of B, reused by every product it runs.
+    static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// An m×k matrix stored as ⌈m/mr⌉ panels of mr rows, each panel k-major
 /// (the mr entries of column p are adjacent), the last panel zero-padded.
 pub(super) struct PackedRows {
@@ -105,7 +110,10 @@ impl PackedRows {
     #[target_feature(enable = "avx512f")]
     unsafe fn mul_avx512(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
         let (m, k, mr) = (self.m, self.k, self.mr);
-        let mut buffer = vec![0.0f32; k.min(KC) * NR];
+        // The worker's block buffer, kept between products (every entry a
+        // block uses is written before it is read).
+        let mut buffer = BLOCK.take();
+        buffer.resize(KC * NR, 0.0);
         for p0 in (0..k).step_by(KC) {
             let depth = (k - p0).min(KC);
             for j in (0..n).step_by(NR) {
@@ -116,7 +124,9 @@ impl PackedRows {
                 for (dst, src) in block.chunks_exact_mut(NR).zip(b[p0 * n + j..].chunks(n)) {
                     // SAFETY: AVX-512F is available; `src` holds at least
                     // `width` values (the rows of B are n ≥ j + width long),
-                    // and only those lanes are loaded; `dst` holds NR = 32.
+                    // and only those lanes are loaded (the second half's
+                    // address may lie past a short last row: wrapping_add);
+                    // `dst` holds NR = 32.
                     // Two masked moves instead of memcpy + memset calls,
                     // which cost more than the copy for 128 bytes.
                     unsafe {
@@ -124,7 +134,7 @@ impl PackedRows {
                         _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_maskz_loadu_ps(masks.0, src.as_ptr()));
                         _mm512_storeu_ps(
                             dst.as_mut_ptr().add(16),
-                            _mm512_maskz_loadu_ps(masks.1, src.as_ptr().add(16)),
+                            _mm512_maskz_loadu_ps(masks.1, src.as_ptr().wrapping_add(16)),
                         );
                     }
                 }
@@ -147,6 +157,7 @@ impl PackedRows {
                 }
             }
         }
+        BLOCK.set(buffer);
     }
 }
 

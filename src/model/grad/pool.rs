@@ -141,14 +141,17 @@ fn max_pool_2x2<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, Ve
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: T is f32 (checked above): same memory, same layout.
-        let xf = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) };
         let n = planes * g.out_len();
-        let (mut y, mut arg) = (vec![0.0f32; n], vec![0i64; n]);
+        let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
+        // SAFETY: T is f32 (checked above): same memory, same layout.
+        let (xf, yf) = unsafe {
+            (
+                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+                std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), n),
+            )
+        };
         // SAFETY: AVX-512F was detected; the geometry is the interior 2×2/stride-2 one.
-        unsafe { max_pool_2x2_avx512(xf, planes, g, &mut y, &mut arg) };
-        // T is f32, so the round trip through f64 is exact.
-        let y: Vec<T> = y.into_iter().map(|v| T::of(f64::from(v))).collect();
+        unsafe { max_pool_2x2_avx512(xf, planes, g, yf, &mut arg) };
         return Some((y, arg));
     }
     let _ = (x, planes);
@@ -168,6 +171,8 @@ unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32],
     // Lane k of a deinterleave holds element 2k (even) or 2k + 1 (odd) of a 32-float run.
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // Window k of a step starts at column 2k of the pair of rows.
+    let column = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let run = |n: usize| if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 };
     let mut o = 0;
     for plane in 0..planes {
@@ -221,11 +226,7 @@ unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32],
                 val = _mm512_mask_blend_ps(k_t1, val, to);
                 off = _mm512_mask_blend_epi32(k_t0, off, _mm512_setzero_si512());
                 val = _mm512_mask_blend_ps(k_t0, val, te);
-                // Window ow + k starts at column 2(ow + k) of the pair of rows at r0.
-                let rel = _mm512_add_epi32(
-                    off,
-                    _mm512_slli_epi32::<1>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
-                );
+                let rel = _mm512_add_epi32(off, column);
                 let start = _mm512_set1_epi64((r0 + 2 * ow) as i64);
                 let lo = _mm512_add_epi64(start, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(rel)));
                 let hi = _mm512_add_epi64(start, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(rel)));
