@@ -12,6 +12,7 @@
 
 use super::panel::PackedRows;
 use super::value::{finput, with_scratch};
+use super::winograd::{Plane, Winograd};
 use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
 use crate::model::graph::{Attr, Node};
 use ndarray::linalg::general_mat_mul;
@@ -600,25 +601,36 @@ struct Conv {
 /// (backward: ∂L/∂col = Wᵀ·dY), packed once; for stride-1 convolutions also
 /// the flipped kernel W′[g] as [C/g, M/g·k], W′[c, (m, j′)] = W[m, c, k−1−j′]
 /// (backward as a convolution: ∂L/∂X = W′·col(dY), see [`Geom::adjoint`]).
+/// Ungrouped 3×3 stride-1 undilated convolutions also keep W and W′ in
+/// Winograd form (see [`Winograd`]).
 struct ConvPanels {
     forward: Vec<PackedRows>,
     transposed: Vec<PackedRows>,
     flipped: Vec<PackedRows>,
+    winograd: Option<Winograd>,
+    winograd_adjoint: Option<Winograd>,
 }
 
 impl ConvPanels {
-    fn pack<T: Elem>(w: &ArrayD<T>, group: usize, stride_1: bool) -> Option<ConvPanels> {
+    /// `stride_1`: every stride and dilation is 1 (the last is needed only by Winograd).
+    fn pack<T: Elem>(w: &ArrayD<T>, group: usize, stride_1: bool, undilated: bool) -> Option<ConvPanels> {
         let s = w.shape();
         // Depthwise convolutions (one input channel per group) take the direct loop.
         if s.len() < 3 || !s[0].is_multiple_of(group) || (group > 1 && s[1] == 1) {
             return None;
         }
         let (mg, ck) = (s[0] / group, s[1..].iter().product::<usize>());
-        let w = w.as_standard_layout();
-        let w = w.view().into_shape_with_order((group, mg, ck)).ok()?;
-        let mut panels = ConvPanels { forward: Vec::new(), transposed: Vec::new(), flipped: Vec::new() };
+        let standard = w.as_standard_layout();
+        let grouped = standard.view().into_shape_with_order((group, mg, ck)).ok()?;
+        let mut panels = ConvPanels {
+            forward: Vec::new(),
+            transposed: Vec::new(),
+            flipped: Vec::new(),
+            winograd: None,
+            winograd_adjoint: None,
+        };
         let (cg, taps) = (s[1], ck / s[1].max(1));
-        for wg in w.outer_iter() {
+        for wg in grouped.outer_iter() {
             panels.forward.push(PackedRows::pack(wg)?);
             panels.transposed.push(PackedRows::pack(wg.t())?);
             if stride_1 {
@@ -629,6 +641,12 @@ impl ConvPanels {
                 });
                 panels.flipped.push(PackedRows::pack(flipped.view())?);
             }
+        }
+        if let (true, 1, Ok(w4)) = (stride_1 && undilated, group, w.view().into_dimensionality::<ndarray::Ix4>()) {
+            panels.winograd = Winograd::new(w4.view());
+            // W′[c, m, i, j] = W[m, c, 2 − i, 2 − j]: the adjoint's kernel.
+            let flipped = w4.permuted_axes([1, 0, 2, 3]);
+            panels.winograd_adjoint = Winograd::new(flipped.slice(ndarray::s![.., .., ..;-1, ..;-1]));
         }
         Some(panels)
     }
@@ -648,6 +666,32 @@ pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> 
         op_bail!("attribute 'group' must be at least 1, got {group}");
     }
     Ok(Box::new(Conv { win, group: group as usize, depthwise_fast: true, panels: None }))
+}
+
+/// `wg` and the plane geometry of `g`, when `wg` (of `rows` × `depth`
+/// channels) applies to it: a 2-D ungrouped 3×3 stride-1 undilated window
+/// with pads ≤ 2. The choice must not depend on the batch size (a sample's
+/// result does not depend on its batch), so it is taken even on 7×7 maps,
+/// where at batch 1 the 16 tiles fill half of the packed kernel's 32
+/// columns and Winograd is 0.9–1.0× the direct product (1.7× at batch 16).
+fn winograd_for<'a>(
+    wg: Option<&'a Winograd>,
+    d: &Dims,
+    g: &Geom,
+    rows: usize,
+    depth: usize,
+) -> Option<(&'a Winograd, Plane)> {
+    let wg = wg.filter(|w| w.rows() == rows && w.depth() == depth)?;
+    let square = g.kernel == [1, 3, 3] && g.stride == [1; 3] && g.dil[1..] == [1, 1];
+    let flat = g.input[0] == 1 && g.out[0] == 1 && g.pad_begin[0] == 0 && g.pad_end[0] == 0;
+    let pads = g.pad_begin[1..].iter().chain(&g.pad_end[1..]).all(|&p| p <= 2);
+    if !(square && flat && pads && d.group == 1) {
+        return None;
+    }
+    Some((
+        wg,
+        Plane { input: [g.input[1], g.input[2]], pad: [g.pad_begin[1], g.pad_begin[2]], out: [g.out[1], g.out[2]] },
+    ))
 }
 
 impl Conv {
@@ -692,8 +736,8 @@ impl Conv {
 impl<T: Elem> Op<T> for Conv {
     fn prepare(&mut self, constants: &[Option<&Value<T>>]) {
         if let Some(Ok(w)) = constants.get(1).copied().flatten().map(Value::float) {
-            let stride_1 = self.win.strides.as_ref().is_none_or(|s| s.iter().all(|&s| s == 1));
-            self.panels = ConvPanels::pack(w, self.group, stride_1);
+            let ones = |v: &Option<Vec<usize>>| v.as_ref().is_none_or(|s| s.iter().all(|&s| s == 1));
+            self.panels = ConvPanels::pack(w, self.group, ones(&self.win.strides), ones(&self.win.dilations));
         }
     }
 
@@ -708,8 +752,12 @@ impl<T: Elem> Op<T> for Conv {
         let (xs, ws) = (contiguous(x), contiguous(w));
         let bs = b.map(contiguous);
         let mut y = vec![T::zero(); d.n * d.m * d.geom.out_len()];
+        let winograd = self.panels.as_ref().and_then(|p| winograd_for(p.winograd.as_ref(), &d, &d.geom, d.m, d.c));
         if self.depthwise(&d) {
             depthwise_forward(&xs, &ws, bs.as_deref(), &d, &mut y);
+        } else if let Some((wg, plane)) = winograd
+            && wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)
+        {
         } else {
             gemm_forward(&xs, &ws, bs.as_deref(), &d, self.panels.as_ref(), &mut y)?;
         }
@@ -842,6 +890,15 @@ fn gemm_backward<T: Elem>(
         let taps = Taps::new(&ga);
         (ga, taps)
     });
+    // Ungrouped 3×3 stride 1: ∂L/∂X as a Winograd convolution of dY with
+    // W′, every image at once (it writes all of dX).
+    if let Some(dxs) = dx.as_deref_mut()
+        && let Some(ga) = g.adjoint()
+        && let Some((wg, plane)) = winograd_for(panels.and_then(|p| p.winograd_adjoint.as_ref()), d, &ga, d.c, d.m)
+        && wg.conv(dy, d.n, &plane, None, dxs)
+    {
+        dx = None;
+    }
     let kk = g.kernel_len();
     // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
     // entry written): neither reads what an earlier call left.
@@ -1232,11 +1289,13 @@ mod tests {
     /// forward with bias and input gradient, for a 3×3 convolution with an
     /// odd channel count (panel tails), a strided grouped one, a pointwise
     /// one (the column matrix is the input itself) and stride-1 ones whose
-    /// input gradient is computed as a convolution (see `Geom::adjoint`).
+    /// input gradient is computed as a convolution (see `Geom::adjoint`);
+    /// the 3×3 stride-1 ones marked take Winograd both ways (asserted).
     #[test]
     fn conv_with_packed_weights_agrees_with_f64() {
         let cases = [
             (vec![("pads", ints(&[1, 1, 1, 1]))], [2, 16, 14, 14], [37, 16, 3, 3]),
+            (vec![("pads", ints(&[2, 0, 1, 2]))], [2, 16, 9, 11], [12, 16, 3, 3]),
             (vec![("strides", ints(&[2, 2])), ("group", Attr::Int(2))], [1, 8, 9, 11], [6, 4, 3, 3]),
             (vec![], [2, 24, 7, 7], [20, 24, 1, 1]),
             // Stride 1: ∂L/∂X as a convolution with the flipped kernel, here
@@ -1250,6 +1309,7 @@ mod tests {
             (vec![("pads", ints(&[1, 1, 1, 1]))], [2, 12, 8, 8], [12, 12, 3, 3]),
             (vec![("pads", ints(&[3, 3, 3, 3]))], [1, 8, 6, 6], [8, 8, 3, 3]),
         ];
+        let winograd_cases = [0, 1, 5];
         let avx512 =
             crate::model::grad::panel::PackedRows::pack(ndarray::Array2::<f32>::zeros((1, 1)).view()).is_some();
         for (k, (attrs, xs, ws)) in cases.into_iter().enumerate() {
@@ -1264,6 +1324,14 @@ mod tests {
                 let ins = [c(&x), c(&w), c(&b)];
                 Op::<f32>::prepare(&mut op, &[None, Some(&ins[1]), Some(&ins[2])]);
                 assert_eq!(op.panels.is_some(), avx512, "case {k}: packed exactly when the CPU has AVX-512F");
+                if let Some(p) = &op.panels {
+                    let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
+                    let both = winograd_for(p.winograd.as_ref(), &d, &d.geom, d.m, d.c).is_some()
+                        && (d.geom.adjoint())
+                            .and_then(|ga| winograd_for(p.winograd_adjoint.as_ref(), &d, &ga, d.c, d.m))
+                            .is_some();
+                    assert_eq!(both, winograd_cases.contains(&k), "case {k}: Winograd forward and backward");
+                }
                 let args = [Some(&ins[0]), Some(&ins[1]), Some(&ins[2])];
                 let y = op.forward(&args).unwrap().remove(0);
                 let dout = uniform(y.float().unwrap().shape(), 11, -1.0, 1.0).mapv(|v| v as f32);

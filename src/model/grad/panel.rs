@@ -80,16 +80,10 @@ impl PackedRows {
     /// row-major m×n matrix. Returns false, touching nothing, when `T` is not
     /// f32 or the slices are shorter than those shapes.
     pub fn mul<T: Elem>(&self, b: &[T], n: usize, c: &mut [T], accumulate: bool) -> bool {
-        if TypeId::of::<T>() != TypeId::of::<f32>() || b.len() < self.k * n || c.len() < self.m * n {
+        let (Some(b), Some(c)) = (as_f32(b), as_f32_mut(c)) else { return false };
+        if b.len() < self.k * n || c.len() < self.m * n {
             return false;
         }
-        // SAFETY: T is f32 (checked above), so the slices are f32 slices.
-        let (b, c) = unsafe {
-            (
-                std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len()),
-                std::slice::from_raw_parts_mut(c.as_mut_ptr().cast::<f32>(), c.len()),
-            )
-        };
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: a PackedRows exists only when AVX-512F was detected;
@@ -159,6 +153,20 @@ impl PackedRows {
         }
         BLOCK.set(buffer);
     }
+}
+
+/// `s` as an f32 slice when `T` is f32.
+pub(super) fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked), so the slice is an f32 slice.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as a mutable f32 slice when `T` is f32.
+pub(super) fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (checked), so the slice is an f32 slice.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
 fn avx512() -> bool {
