@@ -79,21 +79,20 @@ impl Winograd {
         if (kh, kw) != (3, 3) || rows < 8 || depth < 8 {
             return None;
         }
-        let mut u = Vec::with_capacity(16);
-        for xi in 0..16 {
-            let (i, j) = (xi / 4, xi % 4);
-            // Σ_r Σ_s G[i][r]·g[r][s]·G[j][s] in f64, rounded once.
-            let a = Array2::from_shape_fn((rows, depth), |(m, c)| {
-                let mut v = 0.0;
-                for (r, gi) in G[i].iter().enumerate() {
-                    for (s, gj) in G[j].iter().enumerate() {
-                        v += gi * w[[m, c, r, s]].to_f64().unwrap_or(f64::NAN) * gj;
-                    }
-                }
-                T::from_f64(v).unwrap_or_else(T::nan)
-            });
-            u.push(PackedRows::pack(a.view())?);
+        let mut a: Vec<Array2<T>> = (0..16).map(|_| Array2::zeros((rows, depth))).collect();
+        for (m, c) in ndarray::indices((rows, depth)) {
+            let g: [[f64; 3]; 3] =
+                std::array::from_fn(|r| std::array::from_fn(|s| w[[m, c, r, s]].to_f64().unwrap_or(f64::NAN)));
+            // (G g)[i][s], then (G g Gᵀ)[i][j] = Σ_s (G g)[i][s]·G[j][s], in f64, rounded once.
+            let gg: [[f64; 3]; 4] =
+                std::array::from_fn(|i| std::array::from_fn(|s| (0..3).map(|r| G[i][r] * g[r][s]).sum()));
+            for (xi, a) in a.iter_mut().enumerate() {
+                let (i, j) = (xi / 4, xi % 4);
+                let v: f64 = (0..3).map(|s| gg[i][s] * G[j][s]).sum();
+                a[[m, c]] = T::from_f64(v).unwrap_or_else(T::nan);
+            }
         }
+        let u = a.iter().map(|a| PackedRows::pack(a.view())).collect::<Option<Vec<_>>>()?;
         Some(Winograd { u, rows, depth })
     }
 
