@@ -147,7 +147,16 @@ impl PackedRows {
                     // SAFETY: AVX-512F is available (the caller's contract);
                     // `block` holds depth ≤ KC rows of NR; c has `rows` rows
                     // of stride n from column j, width ≤ n − j of them valid.
-                    unsafe { if mr == 8 { kernel::<8>(tile) } else { kernel::<12>(tile) } }
+                    // A block of at most 16 columns (a narrow product, or the
+                    // last block) needs only the first vector of each row.
+                    unsafe {
+                        match (mr, width <= 16) {
+                            (8, false) => kernel::<8, 2>(tile),
+                            (8, true) => kernel::<8, 1>(tile),
+                            (_, false) => kernel::<12, 2>(tile),
+                            (_, true) => kernel::<12, 1>(tile),
+                        }
+                    }
                 }
             }
         }
@@ -199,38 +208,41 @@ struct Tile<'a> {
     load_c: bool,
 }
 
-/// MR rows × 32 columns of C in 2·MR vector registers.
+/// MR rows × 16·V columns of C (V = 1 or 2) in V·MR vector registers.
 ///
 /// # Safety
 /// AVX-512F is available; `a` holds depth·MR values and `b` depth·NR; for
-/// every row r < rows the masked lanes of `c[r·ldc ..][..32]` lie inside `c`
-/// (masked-off lanes are never read or written).
+/// every row r < rows the masked lanes of `c[r·ldc ..][..16·V]` lie inside
+/// `c` (masked-off lanes are never read or written); with V = 1 the second
+/// mask is empty (width ≤ 16).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const MR: usize>(t: Tile<'_>) {
+unsafe fn kernel<const MR: usize, const V: usize>(t: Tile<'_>) {
     use std::arch::x86_64::*;
-    let (m0, m1) = t.masks;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let masks = [t.masks.0, t.masks.1];
+    let mut acc = [[_mm512_setzero_ps(); V]; MR];
     let c = t.c.as_mut_ptr();
     unsafe {
         if t.load_c {
             for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
-                acc[0] = _mm512_maskz_loadu_ps(m0, c.add(r * t.ldc));
-                acc[1] = _mm512_maskz_loadu_ps(m1, c.add(r * t.ldc + 16));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_maskz_loadu_ps(masks[h], c.add(r * t.ldc + 16 * h));
+                }
             }
         }
         for (a, b) in t.a.chunks_exact(MR).zip(t.b.chunks_exact(NR)).take(t.depth) {
-            let b0 = _mm512_loadu_ps(b.as_ptr());
-            let b1 = _mm512_loadu_ps(b.as_ptr().add(16));
+            let b: [__m512; V] = std::array::from_fn(|h| _mm512_loadu_ps(b.as_ptr().add(16 * h)));
             for (acc, &a) in acc.iter_mut().zip(a) {
                 let a = _mm512_set1_ps(a);
-                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+                for (acc, b) in acc.iter_mut().zip(b) {
+                    *acc = _mm512_fmadd_ps(a, b, *acc);
+                }
             }
         }
         for (r, acc) in acc.iter().enumerate().take(t.rows) {
-            _mm512_mask_storeu_ps(c.add(r * t.ldc), m0, acc[0]);
-            _mm512_mask_storeu_ps(c.add(r * t.ldc + 16), m1, acc[1]);
+            for (h, acc) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(c.add(r * t.ldc + 16 * h), masks[h], *acc);
+            }
         }
     }
 }
