@@ -612,7 +612,10 @@ struct ConvPanels {
 }
 
 impl ConvPanels {
-    /// `stride_1`: every stride and dilation is 1 (the last is needed only by Winograd).
+    /// `stride_1`: every stride is 1; `undilated`: every dilation is 1
+    /// (Winograd needs both). Where W′ is kept in Winograd form, the flipped
+    /// kernel is not packed: a layer Winograd declines at run time (pads
+    /// wider than 2) takes the transposed product and col2im instead.
     fn pack<T: Elem>(w: &ArrayD<T>, group: usize, stride_1: bool, undilated: bool) -> Option<ConvPanels> {
         let s = w.shape();
         // Depthwise convolutions (one input channel per group) take the direct loop.
@@ -629,11 +632,17 @@ impl ConvPanels {
             winograd: None,
             winograd_adjoint: None,
         };
+        if let (true, 1, Ok(w4)) = (stride_1 && undilated, group, w.view().into_dimensionality::<ndarray::Ix4>()) {
+            panels.winograd = Winograd::new(w4.view());
+            // W′[c, m, i, j] = W[m, c, 2 − i, 2 − j]: the adjoint's kernel.
+            let flipped = w4.permuted_axes([1, 0, 2, 3]);
+            panels.winograd_adjoint = Winograd::new(flipped.slice(ndarray::s![.., .., ..;-1, ..;-1]));
+        }
         let (cg, taps) = (s[1], ck / s[1].max(1));
         for wg in grouped.outer_iter() {
             panels.forward.push(PackedRows::pack(wg)?);
             panels.transposed.push(PackedRows::pack(wg.t())?);
-            if stride_1 {
+            if stride_1 && panels.winograd_adjoint.is_none() {
                 // Reversing every spatial axis of a row-major tap index reverses the flat index.
                 let flipped = ndarray::Array2::from_shape_fn((cg, mg * taps), |(c, mj)| {
                     let (m, j) = (mj / taps, mj % taps);
@@ -641,12 +650,6 @@ impl ConvPanels {
                 });
                 panels.flipped.push(PackedRows::pack(flipped.view())?);
             }
-        }
-        if let (true, 1, Ok(w4)) = (stride_1 && undilated, group, w.view().into_dimensionality::<ndarray::Ix4>()) {
-            panels.winograd = Winograd::new(w4.view());
-            // W′[c, m, i, j] = W[m, c, 2 − i, 2 − j]: the adjoint's kernel.
-            let flipped = w4.permuted_axes([1, 0, 2, 3]);
-            panels.winograd_adjoint = Winograd::new(flipped.slice(ndarray::s![.., .., ..;-1, ..;-1]));
         }
         Some(panels)
     }
@@ -755,10 +758,7 @@ impl<T: Elem> Op<T> for Conv {
         let winograd = self.panels.as_ref().and_then(|p| winograd_for(p.winograd.as_ref(), &d, &d.geom, d.m, d.c));
         if self.depthwise(&d) {
             depthwise_forward(&xs, &ws, bs.as_deref(), &d, &mut y);
-        } else if let Some((wg, plane)) = winograd
-            && wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)
-        {
-        } else {
+        } else if !winograd.is_some_and(|(wg, plane)| wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)) {
             gemm_forward(&xs, &ws, bs.as_deref(), &d, self.panels.as_ref(), &mut y)?;
         }
         Ok(vec![Value::F(array(&d.out_shape(), y)?)])
