@@ -1,6 +1,8 @@
 //! Conv (opsets 1–22): forward by im2col + GEMM per group, with a direct loop
-//! for depthwise convolutions; backward by the adjoint of each step
-//! (dX = col2im(Wᵀ·dY), dW = dY·colᵀ, dB = Σ dY).
+//! for depthwise convolutions and Winograd (`winograd.rs`) for ungrouped 3×3
+//! stride-1 ones; backward by the adjoint of each step (dX = col2im(Wᵀ·dY),
+//! or at stride 1 a convolution of dY with the flipped kernel; dW = dY·colᵀ,
+//! dB = Σ dY).
 //!
 //! This file also owns the sliding-window geometry the pooling ops in
 //! `pool.rs` share (auto_pad, pads, strides, dilations, ceil_mode → output
