@@ -301,6 +301,46 @@ mod avx512 {
         let bias = _mm512_set1_ps(bias);
         let add3 = |a, b, c| _mm512_add_ps(_mm512_add_ps(a, b), c);
         let sub3 = |a, b, c| _mm512_sub_ps(_mm512_sub_ps(a, b), c);
+        if tw <= 8 {
+            // Narrow planes (≤ 16 columns): 16 / tw tile rows per vector, as
+            // they lie in M (tile row k at k·tw), instead of one tile row in
+            // tw of 16 lanes; each tile row's outputs are then interleaved
+            // out of the vector with its own permutation.
+            let per = 16 / tw;
+            // Lane l of tile row q's output row: tile q·tw + l/2, from `even`
+            // (l even) or `odd` (l odd, index + 16).
+            let half = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            let parity = _mm512_setr_epi32(0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16);
+            let interleave = |q: usize| {
+                let tile = _mm512_add_epi32(half, _mm512_set1_epi32((q * tw) as i32));
+                _mm512_or_si512(_mm512_and_si512(tile, _mm512_set1_epi32(15)), parity)
+            };
+            let row = mask(ow);
+            for first in (0..tys.len()).step_by(per) {
+                let count = (tys.len() - first).min(per);
+                let live = mask(count * tw);
+                // SAFETY: loads are masked to the group's tiles; stores to the
+                // ow columns of rows < oh.
+                unsafe {
+                    let l: [__m512; 16] =
+                        std::array::from_fn(|xi| _mm512_maskz_loadu_ps(live, m.as_ptr().add(xi * stride + first * tw)));
+                    let s0: [__m512; 4] = std::array::from_fn(|j| add3(l[j], l[4 + j], l[8 + j]));
+                    let s1: [__m512; 4] = std::array::from_fn(|j| sub3(l[4 + j], l[8 + j], l[12 + j]));
+                    for (dr, s) in [s0, s1].iter().enumerate() {
+                        let even = _mm512_add_ps(add3(s[0], s[1], s[2]), bias);
+                        let odd = _mm512_add_ps(sub3(s[1], s[2], s[3]), bias);
+                        for q in 0..count {
+                            let r = 2 * (tys.start + first + q) + dr;
+                            if r < oh {
+                                let out = _mm512_permutex2var_ps(even, interleave(q), odd);
+                                _mm512_mask_storeu_ps(y.as_mut_ptr().add(r * ow), row, out);
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for (k, ty) in tys.enumerate() {
             // The second output row is absent at the end of an odd-height plane.
             let rows = [Some(2 * ty), Some(2 * ty + 1).filter(|&r| r < oh)];
