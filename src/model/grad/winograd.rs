@@ -21,6 +21,8 @@
 //! result does not depend on the batch or on how tiles are chunked. Rounding
 //! differs from the direct sum (the transformed values are sums of up to
 //! nine products), at the level of f32 rounding of the output's scale.
+//! Like `panel`, this runs only on AVX-512F CPUs with f32 (`Winograd::new`
+//! declines elsewhere and the convolution keeps its direct path).
 
 use super::Elem;
 use super::panel::{PackedRows, as_f32, as_f32_mut};
