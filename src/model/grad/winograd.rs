@@ -175,7 +175,7 @@ impl Winograd {
                         for r in 0..self.rows {
                             let y_plane = &mut y[(img * self.rows + r) * oh * ow..][..oh * ow];
                             let b = bias.map_or(0.0, |b| b[r]);
-                            // SAFETY: AVX-512F; m holds 16 slices of rows·nt
+                            // SAFETY: AVX-512F; m holds 16 slices of m_stride
                             // from this offset with the segment's tiles in each.
                             unsafe { avx512::output(&m[r * nt + k * tw..], m_stride, plane, tys.clone(), b, y_plane) };
                         }
