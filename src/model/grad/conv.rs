@@ -674,23 +674,17 @@ pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> 
 }
 
 /// `wg` and the plane geometry of `g`, when `wg` (of `rows` × `depth`
-/// channels) applies to it: a 2-D ungrouped 3×3 stride-1 undilated window
-/// with pads ≤ 2. The choice must not depend on the batch size (a sample's
+/// channels; it exists only for ungrouped convolutions) applies to it: a
+/// 2-D 3×3 stride-1 undilated window with pads ≤ 2. The choice must not depend on the batch size (a sample's
 /// result does not depend on its batch), so it is taken even on 7×7 maps,
 /// where at batch 1 the 16 tiles fill half of the packed kernel's 32
 /// columns and Winograd is 0.9–1.0× the direct product (1.7× at batch 16).
-fn winograd_for<'a>(
-    wg: Option<&'a Winograd>,
-    d: &Dims,
-    g: &Geom,
-    rows: usize,
-    depth: usize,
-) -> Option<(&'a Winograd, Plane)> {
+fn winograd_for<'a>(wg: Option<&'a Winograd>, g: &Geom, rows: usize, depth: usize) -> Option<(&'a Winograd, Plane)> {
     let wg = wg.filter(|w| w.rows() == rows && w.depth() == depth)?;
     let square = g.kernel == [1, 3, 3] && g.stride == [1; 3] && g.dil[1..] == [1, 1];
     let flat = g.input[0] == 1 && g.out[0] == 1 && g.pad_begin[0] == 0 && g.pad_end[0] == 0;
     let pads = g.pad_begin[1..].iter().chain(&g.pad_end[1..]).all(|&p| p <= 2);
-    if !(square && flat && pads && d.group == 1) {
+    if !(square && flat && pads) {
         return None;
     }
     Some((
@@ -757,7 +751,7 @@ impl<T: Elem> Op<T> for Conv {
         let (xs, ws) = (contiguous(x), contiguous(w));
         let bs = b.map(contiguous);
         let mut y = vec![T::zero(); d.n * d.m * d.geom.out_len()];
-        let winograd = self.panels.as_ref().and_then(|p| winograd_for(p.winograd.as_ref(), &d, &d.geom, d.m, d.c));
+        let winograd = self.panels.as_ref().and_then(|p| winograd_for(p.winograd.as_ref(), &d.geom, d.m, d.c));
         if self.depthwise(&d) {
             depthwise_forward(&xs, &ws, bs.as_deref(), &d, &mut y);
         } else if !winograd.is_some_and(|(wg, plane)| wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)) {
@@ -879,28 +873,28 @@ fn gemm_backward<T: Elem>(
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
     let pointwise = g.is_pointwise();
     let taps = Taps::new(g);
-    // ∂L/∂X as a convolution of dY with the flipped kernel (stride 1): an
-    // im2col gather of dY instead of col2im's scatter-add. Only where that
-    // moves no more data (M/g ≤ C/g: col(dY) is M/g·k × in, the old column
-    // matrix C/g·k × out) and with at least 8 input channels per group, so
-    // that W′'s C/g rows fill the packed kernel's 8- or 12-row panels.
+    // Ungrouped 3×3 stride 1: ∂L/∂X as a Winograd convolution of dY with
+    // W′, every image at once (it writes all of dX).
+    if let Some(dxs) = dx.as_deref_mut()
+        && let Some(ga) = g.adjoint()
+        && let Some((wg, plane)) = winograd_for(panels.and_then(|p| p.winograd_adjoint.as_ref()), &ga, d.c, d.m)
+        && wg.conv(dy, d.n, &plane, None, dxs)
+    {
+        dx = None;
+    }
+    // Otherwise ∂L/∂X as a convolution of dY with the flipped kernel (stride
+    // 1): an im2col gather of dY instead of col2im's scatter-add. Only where
+    // that moves no more data (M/g ≤ C/g: col(dY) is M/g·k × in, the old
+    // column matrix C/g·k × out) and with at least 8 input channels per
+    // group, so that W′'s C/g rows fill the packed kernel's 8- or 12-row panels.
     let adjoint = match panels {
-        Some(w) if !pointwise && cg >= 8 && mg <= cg && w.flipped.len() == d.group => g.adjoint(),
+        Some(w) if dx.is_some() && !pointwise && cg >= 8 && mg <= cg && w.flipped.len() == d.group => g.adjoint(),
         _ => None,
     }
     .map(|ga| {
         let taps = Taps::new(&ga);
         (ga, taps)
     });
-    // Ungrouped 3×3 stride 1: ∂L/∂X as a Winograd convolution of dY with
-    // W′, every image at once (it writes all of dX).
-    if let Some(dxs) = dx.as_deref_mut()
-        && let Some(ga) = g.adjoint()
-        && let Some((wg, plane)) = winograd_for(panels.and_then(|p| p.winograd_adjoint.as_ref()), d, &ga, d.c, d.m)
-        && wg.conv(dy, d.n, &plane, None, dxs)
-    {
-        dx = None;
-    }
     let kk = g.kernel_len();
     // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
     // entry written): neither reads what an earlier call left.
@@ -1328,9 +1322,9 @@ mod tests {
                 assert_eq!(op.panels.is_some(), avx512, "case {k}: packed exactly when the CPU has AVX-512F");
                 if let Some(p) = &op.panels {
                     let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
-                    let both = winograd_for(p.winograd.as_ref(), &d, &d.geom, d.m, d.c).is_some()
+                    let both = winograd_for(p.winograd.as_ref(), &d.geom, d.m, d.c).is_some()
                         && (d.geom.adjoint())
-                            .and_then(|ga| winograd_for(p.winograd_adjoint.as_ref(), &d, &ga, d.c, d.m))
+                            .and_then(|ga| winograd_for(p.winograd_adjoint.as_ref(), &ga, d.c, d.m))
                             .is_some();
                     assert_eq!(both, winograd_cases.contains(&k), "case {k}: Winograd forward and backward");
                 }

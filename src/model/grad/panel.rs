@@ -189,8 +189,10 @@ fn avx512() -> bool {
     }
 }
 
-/// The low `width` bits set (at most 16): which lanes of a vector are columns of C.
-fn lane_mask(width: usize) -> u16 {
+/// The low `width` bits set (all 16 for width ≥ 16): which lanes of a
+/// 16-lane vector hold data.
+#[inline]
+pub(super) fn lane_mask(width: usize) -> u16 {
     if width >= 16 { u16::MAX } else { ((1u32 << width) - 1) as u16 }
 }
 

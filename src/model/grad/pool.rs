@@ -7,6 +7,7 @@
 //! the onnxruntime/PyTorch divisor rule. LpPool and MaxRoiPool are not here.
 
 use super::conv::{Geom, Win, Window, array, attr_flag, checked_len, contiguous};
+use super::panel::{as_f32, as_f32_mut, lane_mask};
 use super::value::finput;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
@@ -136,25 +137,19 @@ fn interior(g: &Geom, w: &[Vec<Win>; 3]) -> bool {
 /// the pool, the type or the CPU does not fit.
 fn max_pool_2x2<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, Vec<i64>)> {
     let window = g.kernel == [1, 2, 2] && g.stride[1..] == [2, 2] && g.dil == [1; 3] && g.out[0] == 1;
-    if !window || !interior(g, &windows(g)) || std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+    let xf = as_f32(x)?;
+    if !window || !interior(g, &windows(g)) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         let n = planes * g.out_len();
         let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
-        // SAFETY: T is f32 (checked above): same memory, same layout.
-        let (xf, yf) = unsafe {
-            (
-                std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<f32>(), n),
-            )
-        };
         // SAFETY: AVX-512F was detected; the geometry is the interior 2×2/stride-2 one.
-        unsafe { max_pool_2x2_avx512(xf, planes, g, yf, &mut arg) };
+        unsafe { max_pool_2x2_avx512(xf, planes, g, as_f32_mut(&mut y)?, &mut arg) };
         return Some((y, arg));
     }
-    let _ = (x, planes);
+    let _ = (xf, planes);
     None
 }
 
@@ -173,7 +168,6 @@ unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32],
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     // Window k of a step starts at column 2k of the pair of rows.
     let column = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let run = |n: usize| if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 };
     let mut o = 0;
     for plane in 0..planes {
         for oh in 0..out_h {
@@ -199,7 +193,7 @@ unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32],
             for ow in (0..out_w).step_by(16) {
                 // Up to 16 windows: 2·width floats of each row, other lanes masked off.
                 let width = (out_w - ow).min(16);
-                let (m0, m1, mo) = (run(2 * width), run((2 * width).saturating_sub(16)), run(width));
+                let (m0, m1, mo) = (lane_mask(2 * width), lane_mask((2 * width).saturating_sub(16)), lane_mask(width));
                 // SAFETY: the unmasked lanes are the 2·width floats from 2·ow,
                 // inside `top`/`bottom` (2·out_w long); masked-off lanes are not
                 // read (the second half's address may lie past the row: wrapping_add).
@@ -498,12 +492,14 @@ impl<T: Elem> Op<T> for MaxPool {
         // Windows that share no input (stride > dilated extent − 1) let the
         // saved indices be stored with a vector scatter.
         let disjoint = (0..3).all(|a| g.stride[a] > g.dil[a] * (g.kernel[a] - 1));
-        let stored = match ctx.saved {
-            Some(Value::I(arg)) if disjoint && arg.len() == dy.len() => {
-                arg.as_slice().is_some_and(|arg| scatter_disjoint(arg, &dy, &mut dx))
-            }
-            _ => false,
-        };
+        if let Some(Value::I(arg)) = ctx.saved
+            && disjoint
+            && let Some(arg) = arg.as_slice().filter(|a| a.len() == dy.len())
+            && scatter_disjoint(arg, &dy, &mut dx)
+        {
+            grads[0] = Some(array(x.shape(), dx)?);
+            return Ok(grads);
+        }
         let mut scatter = |i: Option<usize>, d: T| -> OpResult<()> {
             match i.map(|i| dx.get_mut(i)) {
                 None => Ok(()),
@@ -515,7 +511,6 @@ impl<T: Elem> Op<T> for MaxPool {
             }
         };
         match ctx.saved {
-            _ if stored => {}
             Some(Value::I(arg)) if arg.len() == dy.len() => {
                 for (&a, &d) in arg.iter().zip(dy.iter()) {
                     scatter(usize::try_from(a).ok(), d)?;
@@ -538,7 +533,7 @@ impl<T: Elem> Op<T> for MaxPool {
 /// scatter. False, touching nothing, unless `T` is f32 on an AVX-512 CPU and
 /// every index is below dx.len() (the caller's checked loop reports a bad one).
 fn scatter_disjoint<T: Elem>(arg: &[i64], dy: &[T], dx: &mut [T]) -> bool {
-    let (Some(dy), Some(dx)) = (super::panel::as_f32(dy), super::panel::as_f32_mut(dx)) else { return false };
+    let (Some(dy), Some(dx)) = (as_f32(dy), as_f32_mut(dx)) else { return false };
     if dy.len() != arg.len() || arg.iter().any(|&a| a >= dx.len() as i64) {
         return false;
     }

@@ -202,14 +202,10 @@ fn segments(units: std::ops::Range<usize>, th: usize) -> impl Iterator<Item = (u
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::super::panel::lane_mask as mask;
     use super::Plane;
     use std::arch::x86_64::*;
     use std::ops::Range;
-
-    /// The low `n` lanes (n ≤ 16 counts them all).
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 }
-    }
 
     /// Lanes l < 16 with 0 ≤ start + l < len: which of 16 columns from
     /// `start` lie inside a row of `len`.
