@@ -4,6 +4,7 @@
 //! gradients agree with the peers even on exactly-zero pre-activations.
 
 use super::value::{finput, norm_axis};
+use super::vmath;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
 use ndarray::{ArrayD, Axis, Zip};
@@ -24,7 +25,13 @@ where
     D: Fn(T, T) -> T + Send + Sync,
 {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
-        Ok(vec![Value::F(finput(inputs, 0)?.mapv(&self.f))])
+        let x = finput(inputs, 0)?;
+        let y = match x.as_slice() {
+            // The engine's tensors are contiguous: the vectorised slice loop.
+            Some(xs) => ArrayD::from_shape_vec(x.raw_dim(), vmath::map(xs, &self.f)).ok(),
+            None => None,
+        };
+        Ok(vec![Value::F(y.unwrap_or_else(|| x.mapv(&self.f)))])
     }
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
         // ∂L/∂x = ∂L/∂y · f'(x)
@@ -34,9 +41,7 @@ where
         match (dx.as_slice_mut(), x.as_slice(), y.as_slice()) {
             // The engine's tensors are contiguous: a plain slice loop.
             (Some(d), Some(xs), Some(ys)) if d.len() == xs.len() && d.len() == ys.len() => {
-                for ((g, &x), &y) in d.iter_mut().zip(xs).zip(ys) {
-                    *g = *g * (self.d)(x, y);
-                }
+                vmath::scale_by(d, xs, ys, &self.d);
             }
             _ => Zip::from(&mut dx).and(x).and(y).for_each(|g, &x, &y| *g = *g * (self.d)(x, y)),
         }
@@ -80,25 +85,24 @@ pub fn build_sigmoid<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>
 }
 
 fn sigmoid<T: Elem>(x: T) -> T {
-    // Stable on both tails: never evaluates e^{+large}.
-    if x >= T::zero() {
-        T::one() / (T::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::one() + e)
-    }
+    // Stable on both tails: never evaluates e^{+large}. With e = e^{−|x|},
+    // σ(x) = 1/(1 + e) for x ≥ 0 and e/(1 + e) below; both sides are
+    // computed and one selected, so the loop has no branch to vectorise.
+    let e = (-x.abs()).exp_inline();
+    let r = T::one() / (T::one() + e);
+    if x >= T::zero() { r } else { e * r }
 }
 
 pub fn build_tanh<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // y' = 1 − y².
-    unary(|x: T| x.tanh(), |_, y: T| T::one() - y * y)
+    unary(|x: T| x.tanh_inline(), |_, y: T| T::one() - y * y)
 }
 
 pub fn build_elu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // y = x (x > 0), α(eˣ−1) (x ≤ 0); y' = 1 (x > 0), αeˣ = y + α (x ≤ 0).
     let a: T = attr(n, "alpha", 1.0);
     unary(
-        move |x: T| if x > T::zero() { x } else { a * (x.exp() - T::one()) },
+        move |x: T| if x > T::zero() { x } else { a * (x.exp_inline() - T::one()) },
         move |x: T, y: T| if x > T::zero() { T::one() } else { y + a },
     )
 }
@@ -143,7 +147,7 @@ pub fn build_gelu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
             |x: T| T::of(0.5) * x * (T::one() + (x * T::of(std::f64::consts::FRAC_1_SQRT_2)).erf()),
             |x: T, _| {
                 let cdf = T::of(0.5) * (T::one() + (x * T::of(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = (-(x * x) * T::of(0.5)).exp() * T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+                let pdf = (-(x * x) * T::of(0.5)).exp_inline() * T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
                 cdf + x * pdf
             },
         ),
@@ -153,9 +157,9 @@ pub fn build_gelu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
             let k = T::of((2.0 / std::f64::consts::PI).sqrt());
             let c = T::of(0.044715);
             unary(
-                move |x: T| T::of(0.5) * x * (T::one() + (k * (x + c * x * x * x)).tanh()),
+                move |x: T| T::of(0.5) * x * (T::one() + (k * (x + c * x * x * x)).tanh_inline()),
                 move |x: T, _| {
-                    let t = (k * (x + c * x * x * x)).tanh();
+                    let t = (k * (x + c * x * x * x)).tanh_inline();
                     let du = k * (T::one() + T::of(3.0) * c * x * x);
                     T::of(0.5) * (T::one() + t) + T::of(0.5) * x * (T::one() - t * t) * du
                 },
@@ -167,12 +171,12 @@ pub fn build_gelu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
 
 pub fn build_erf<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // erf'(x) = 2/√π · e^{−x²}.
-    unary(|x: T| x.erf(), |x: T, _| T::of(std::f64::consts::FRAC_2_SQRT_PI) * (-(x * x)).exp())
+    unary(|x: T| x.erf(), |x: T, _| T::of(std::f64::consts::FRAC_2_SQRT_PI) * (-(x * x)).exp_inline())
 }
 
 pub fn build_exp<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // (eˣ)' = eˣ = y.
-    unary(|x: T| x.exp(), |_, y: T| y)
+    unary(|x: T| x.exp_inline(), |_, y: T| y)
 }
 
 pub fn build_log<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {

@@ -23,6 +23,7 @@ mod reduce;
 mod resize;
 mod shape;
 mod value;
+mod vmath;
 mod winograd;
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub trait Elem:
     fn of(v: f64) -> Self;
     fn f64(self) -> f64;
     fn erf(self) -> Self;
+    /// eˣ as an inlinable, vectorisable function (f32: [`super::vmath::exp`],
+    /// within 2 ulp; f64: `exp`).
+    fn exp_inline(self) -> Self;
+    /// tanh likewise (f32: [`super::vmath::tanh`], within 3 ulp).
+    fn tanh_inline(self) -> Self;
 }
 
 impl Elem for f32 {
@@ -39,6 +44,14 @@ impl Elem for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
+    #[inline(always)]
+    fn exp_inline(self) -> Self {
+        super::vmath::exp(self)
+    }
+    #[inline(always)]
+    fn tanh_inline(self) -> Self {
+        super::vmath::tanh(self)
+    }
 }
 
 impl Elem for f64 {
@@ -50,6 +63,12 @@ impl Elem for f64 {
     }
     fn erf(self) -> Self {
         libm::erf(self)
+    }
+    fn exp_inline(self) -> Self {
+        self.exp()
+    }
+    fn tanh_inline(self) -> Self {
+        self.tanh()
     }
 }
 
