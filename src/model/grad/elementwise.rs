@@ -30,6 +30,44 @@ fn int_op(op: Arith, a: i64, b: i64) -> OpResult<i64> {
     })
 }
 
+/// f(a, b) broadcast to `shape`, as slice loops, when both operands are
+/// contiguous and each is either the whole `shape` or repeats with its own
+/// length along it — a scalar, or a bias over the trailing axes (its dims
+/// after any leading 1s are the output's last dims): the normalisation
+/// constants, GELU's ½ and 1/√2, a Linear's bias. `None` for other
+/// broadcasts, which take ndarray's Zip.
+fn zip_slices<T: Elem>(shape: &[usize], a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> T) -> Option<ArrayD<T>> {
+    let (xs, ys) = (a.as_slice()?, b.as_slice()?);
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if a.shape() == shape && b.shape() == shape {
+        out.extend(xs.iter().zip(ys).map(|(&x, &y)| f(x, y)));
+    } else if a.shape() == shape && repeats_along(b.shape(), shape) {
+        match ys {
+            [y] => out.extend(xs.iter().map(|&x| f(x, *y))),
+            _ => xs.chunks_exact(ys.len()).for_each(|xs| out.extend(xs.iter().zip(ys).map(|(&x, &y)| f(x, y)))),
+        }
+    } else if b.shape() == shape && repeats_along(a.shape(), shape) {
+        match xs {
+            [x] => out.extend(ys.iter().map(|&y| f(*x, y))),
+            _ => ys.chunks_exact(xs.len()).for_each(|ys| out.extend(xs.iter().zip(ys).map(|(&x, &y)| f(x, y)))),
+        }
+    } else {
+        return None;
+    }
+    // A zero-length operand leaves `out` short; from_shape_vec then declines.
+    ArrayD::from_shape_vec(IxDyn(shape), out).ok()
+}
+
+/// Whether an operand of shape `small` broadcast to `shape` is its own
+/// elements repeated end to end: after its leading 1s, its dims are the
+/// last dims of `shape`, and it has at least one element.
+fn repeats_along(small: &[usize], shape: &[usize]) -> bool {
+    let lead = small.iter().take_while(|&&d| d == 1).count();
+    let tail = &small[lead..];
+    tail.len() <= shape.len() && tail == &shape[shape.len() - tail.len()..] && !tail.contains(&0)
+}
+
 impl<T: Elem> Op<T> for Binary {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
@@ -42,12 +80,7 @@ impl<T: Elem> Op<T> for Binary {
                     Arith::Mul => |x: T, y: T| x * y,
                     Arith::Div => |x: T, y: T| x / y,
                 };
-                // Same shape, both contiguous (a residual Add): a plain slice loop.
-                if a.shape() == b.shape()
-                    && let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice())
-                {
-                    let v: Vec<T> = xs.iter().zip(ys).map(|(&x, &y)| f(x, y)).collect();
-                    let out = ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| super::OpError(e.to_string()))?;
+                if let Some(out) = zip_slices(&shape, a, b, f) {
                     return Ok(vec![Value::F(out)]);
                 }
                 let mut out = ArrayD::zeros(IxDyn(&shape));
@@ -79,8 +112,8 @@ impl<T: Elem> Op<T> for Binary {
         if ctx.wrt[0] {
             let da = match self.0 {
                 Arith::Add | Arith::Sub => g.clone(),
-                Arith::Mul => g * &bb,
-                Arith::Div => g / &bb,
+                Arith::Mul => zip_slices(&shape, g, b, |g, y| g * y).unwrap_or_else(|| g * &bb),
+                Arith::Div => zip_slices(&shape, g, b, |g, y| g / y).unwrap_or_else(|| g / &bb),
             };
             out[0] = Some(reduce_to_shape(da, a.shape()));
         }
@@ -88,7 +121,7 @@ impl<T: Elem> Op<T> for Binary {
             let db = match self.0 {
                 Arith::Add => g.clone(),
                 Arith::Sub => g.mapv(|v| -v),
-                Arith::Mul => g * &ab,
+                Arith::Mul => zip_slices(&shape, g, a, |g, x| g * x).unwrap_or_else(|| g * &ab),
                 Arith::Div => {
                     let mut d = g.clone();
                     Zip::from(&mut d).and(&ab).and(&bb).for_each(|d, &x, &y| *d = -*d * x / (y * y));
@@ -174,6 +207,40 @@ mod tests {
             ] {
                 check_rule(&node(op, &[]), 14, vec![f(&sa, 1), f(&sb, 2)], &[true, true]);
             }
+        }
+    }
+
+    #[test]
+    fn slice_loops_agree_with_general_broadcasting() {
+        // Operand pairs the slice loops take (same shape; a scalar or a
+        // trailing-axes operand on either side, with and without leading 1s)
+        // and ones they must leave to Zip (middle axes, both stretched).
+        use super::super::value::{broadcast_shape, broadcast_to};
+        use super::{Value, zip_slices};
+        let pairs: [(&[usize], &[usize], bool); 8] = [
+            (&[2, 3, 4], &[2, 3, 4], true),
+            (&[2, 3, 4], &[], true),
+            (&[1], &[2, 3, 4], true),
+            (&[2, 3, 4], &[4], true),
+            (&[1, 3, 4], &[2, 3, 4], true),
+            (&[2, 3, 4], &[1, 1, 4], true),
+            (&[2, 3, 4], &[3, 1], false),
+            (&[1, 3, 1], &[2, 1, 4], false),
+        ];
+        for (sa, sb, sliced) in pairs {
+            let (Some(Value::F(a)), Some(Value::F(b))) = (f(sa, 5), f(sb, 6)) else { unreachable!() };
+            let shape = broadcast_shape(sa, sb).unwrap();
+            let got = zip_slices(&shape, &a, &b, |x, y| x - 2.0 * y);
+            assert_eq!(got.is_some(), sliced, "{sa:?} with {sb:?}");
+            if let Some(got) = got {
+                let (ab, bb) = (broadcast_to(&a, &shape).unwrap(), broadcast_to(&b, &shape).unwrap());
+                let want = &ab - &(&bb * 2.0);
+                assert_eq!(got, want, "{sa:?} with {sb:?}");
+            }
+            let n = node("Sub", &[]);
+            let y = run_forward(&n, 14, &[f(sa, 5), f(sb, 6)]);
+            let (ab, bb) = (broadcast_to(&a, &shape).unwrap(), broadcast_to(&b, &shape).unwrap());
+            assert_eq!(y[0], Value::F(&ab - &bb), "Sub of {sa:?} and {sb:?}");
         }
     }
 
