@@ -5,6 +5,7 @@
 
 use super::conv::contiguous;
 use super::value::{broadcast_to, finput, norm_axis};
+use super::vmath;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
@@ -99,8 +100,8 @@ fn normalize<T: Elem>(x: &[T], size: usize, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>
     let (mut means, mut inv) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
     let n = T::of(size as f64);
     for (xs, hs) in x.chunks(size).zip(xhat.chunks_mut(size)) {
-        let mean = xs.iter().copied().sum::<T>() / n;
-        let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+        let mean = vmath::sum_map(xs, |v| v) / n;
+        let var = vmath::sum_map(xs, |v| (v - mean) * (v - mean)) / n;
         let r = (var + T::of(eps)).sqrt().recip();
         for (h, &v) in hs.iter_mut().zip(xs) {
             *h = (v - mean) * r;
@@ -126,8 +127,8 @@ fn normalize_backward<T: Elem>(xhat: &[T], inv: &[T], dxhat: &[T], size: usize) 
     let n = T::of(size as f64);
     let mut dx = vec![T::zero(); xhat.len()];
     for (((h, d), out), &r) in xhat.chunks(size).zip(dxhat.chunks(size)).zip(dx.chunks_mut(size)).zip(inv) {
-        let md = d.iter().copied().sum::<T>() / n;
-        let mdh = d.iter().zip(h).map(|(&d, &h)| d * h).sum::<T>() / n;
+        let md = vmath::sum_map(d, |d| d) / n;
+        let mdh = vmath::sum_zip(d, h, |d, h| d * h) / n;
         for ((o, &d), &h) in out.iter_mut().zip(d).zip(h) {
             *o = r * (d - md - h * mdh);
         }

@@ -739,7 +739,7 @@ impl<T: Elem> Op<T> for GlobalPool {
         let inv = T::one() / T::of(s as f64);
         let y = xs
             .chunks_exact(s)
-            .map(|p| if self.max { p[first_argmax(p)] } else { p.iter().copied().sum::<T>() * inv })
+            .map(|p| if self.max { p[first_argmax(p)] } else { super::vmath::sum_map(p, |v| v) * inv })
             .collect();
         Ok(vec![Value::F(array(&shape, y)?)])
     }
