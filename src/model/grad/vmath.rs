@@ -67,14 +67,28 @@ pub fn tanh(x: f32) -> f32 {
 /// `f` applied to every element of `xs`.
 pub fn map<T: Copy + Default, F: Fn(T) -> T>(xs: &[T], f: F) -> Vec<T> {
     let mut out = vec![T::default(); xs.len()];
+    map_into(&mut out, xs, f);
+    out
+}
+
+/// out[i] = f(xs[i]) over the common length.
+pub fn map_into<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: F) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { map_avx512(xs, &mut out, &f) };
-        return out;
+        return unsafe { map_avx512(out, xs, &f) };
     }
-    map_into(xs, &mut out, &f);
-    out
+    map_rows(out, xs, &f);
+}
+
+/// out[i] = f(xs[i], ys[i]) over the common length.
+pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: F) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { zip_avx512(out, xs, ys, &f) };
+    }
+    zip_rows(out, xs, ys, &f);
 }
 
 /// g ← g · d(x, y) elementwise, for a backward rule that scales the incoming
@@ -89,7 +103,7 @@ where
         unsafe { scale_by_avx512(g, xs, ys, &d) };
         return;
     }
-    scale_into(g, xs, ys, &d);
+    scale_rows(g, xs, ys, &d);
 }
 
 /// Lanes of the running sums in [`sum_map`] and [`sum_zip`].
@@ -146,14 +160,21 @@ fn fold<T: Elem>(mut acc: [T; LANES]) -> T {
 }
 
 #[inline(always)]
-fn map_into<T: Copy, F: Fn(T) -> T>(xs: &[T], out: &mut [T], f: &F) {
+fn map_rows<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: &F) {
     for (o, &x) in out.iter_mut().zip(xs) {
         *o = f(x);
     }
 }
 
 #[inline(always)]
-fn scale_into<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: &D) {
+fn zip_rows<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: &F) {
+    for ((o, &x), &y) in out.iter_mut().zip(xs).zip(ys) {
+        *o = f(x, y);
+    }
+}
+
+#[inline(always)]
+fn scale_rows<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: &D) {
     for ((g, &x), &y) in g.iter_mut().zip(xs).zip(ys) {
         *g = *g * d(x, y);
     }
@@ -161,8 +182,14 @@ fn scale_into<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn map_avx512<T: Copy, F: Fn(T) -> T>(xs: &[T], out: &mut [T], f: &F) {
-    map_into(xs, out, f);
+unsafe fn map_avx512<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: &F) {
+    map_rows(out, xs, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn zip_avx512<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: &F) {
+    zip_rows(out, xs, ys, f);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -173,7 +200,7 @@ unsafe fn scale_by_avx512<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>
     ys: &[T],
     d: &D,
 ) {
-    scale_into(g, xs, ys, d);
+    scale_rows(g, xs, ys, d);
 }
 
 #[cfg(test)]
