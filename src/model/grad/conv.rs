@@ -84,7 +84,7 @@ pub(super) fn checked_len(shape: &[usize]) -> OpResult<usize> {
 pub(super) fn contiguous<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().cloned().collect()),
+        None => Cow::Owned(super::value::standard_vec(a.view())),
     }
 }
 

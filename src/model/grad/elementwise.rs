@@ -45,12 +45,18 @@ fn zip_slices<T: Elem>(shape: &[usize], a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn
     } else if a.shape() == shape && repeats_along(b.shape(), shape) {
         match ys {
             [y] => vmath::map_into(&mut out, xs, |x| f(x, *y)),
-            _ => out.chunks_exact_mut(ys.len()).zip(xs.chunks_exact(ys.len())).for_each(|(o, xs)| vmath::zip_into(o, xs, ys, &f)),
+            _ => out
+                .chunks_exact_mut(ys.len())
+                .zip(xs.chunks_exact(ys.len()))
+                .for_each(|(o, xs)| vmath::zip_into(o, xs, ys, &f)),
         }
     } else if b.shape() == shape && repeats_along(a.shape(), shape) {
         match xs {
             [x] => vmath::map_into(&mut out, ys, |y| f(*x, y)),
-            _ => out.chunks_exact_mut(xs.len()).zip(ys.chunks_exact(xs.len())).for_each(|(o, ys)| vmath::zip_into(o, xs, ys, &f)),
+            _ => out
+                .chunks_exact_mut(xs.len())
+                .zip(ys.chunks_exact(xs.len()))
+                .for_each(|(o, ys)| vmath::zip_into(o, xs, ys, &f)),
         }
     } else {
         return None;

@@ -2,10 +2,10 @@
 //! as an optional input in newer ones (ReduceSum from 13, ReduceMean from
 //! 18); PyTorch's `x.mean(dim=…)` exported at opset 18 uses the input form.
 
-use super::value::{finput, norm_axis, reshape};
+use super::value::{broadcast_owned, finput, norm_axis, reshape};
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value};
 use crate::model::graph::Node;
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, Axis};
 
 struct Reduce {
     mean: bool,
@@ -66,10 +66,10 @@ impl<T: Elem> Op<T> for Reduce {
         } else {
             T::one()
         };
-        let dx = match g.broadcast(IxDyn(x.shape())) {
-            Some(b) => b.mapv(|v| v * scale),
-            None => super::op_bail!("cannot broadcast the gradient back to {:?}", x.shape()),
-        };
+        let mut dx = broadcast_owned(&g, x.shape())?;
+        if scale != T::one() {
+            dx.mapv_inplace(|v| v * scale);
+        }
         let mut out = vec![None; ctx.inputs.len()];
         out[0] = Some(dx);
         Ok(out)

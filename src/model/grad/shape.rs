@@ -9,7 +9,7 @@
 //! belongs to the elementwise family. Attribute and input values come from an
 //! untrusted file, so every rank, length and index is checked into an error.
 
-use super::value::{input, norm_axis, reshape};
+use super::value::{input, norm_axis, reshape, to_standard};
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::{Elements, Node, TensorData};
 use ndarray::{ArrayD, CowArray, IxDyn};
@@ -63,7 +63,7 @@ pub(super) fn grads_first<T: Elem>(ctx: &Backward<'_, T>, d0: impl FnOnce() -> O
 
 /// A view of `a` in standard (row-major) layout, copied only if needed.
 fn standard<E: Clone>(a: &ArrayD<E>) -> CowArray<'_, E, IxDyn> {
-    a.as_standard_layout()
+    if a.is_standard_layout() { CowArray::from(a.view()) } else { CowArray::from(to_standard(a.view())) }
 }
 
 /// The elements of a [`standard`] view, in order.
@@ -156,13 +156,23 @@ pub(super) fn take_axis_adjoint<T: Elem>(
     let g = standard(g);
     let Some(gs) = g.as_slice() else { op_bail!("internal: tensor not contiguous") };
     let (outer, n, inner) = split_at_axis(g.shape(), axis);
+    if let Some(i) = src.iter().flatten().find(|&&i| i >= in_dim) {
+        op_bail!("index {i} is out of range for an axis of length {in_dim}");
+    }
     let mut res = vec![T::zero(); outer * in_dim * inner];
     for o in 0..outer {
+        if inner == 1 {
+            // The last axis: one element per index, the same sums in the same order.
+            let (from, to) = (&gs[o * n..(o + 1) * n], &mut res[o * in_dim..(o + 1) * in_dim]);
+            for (m, &v) in src.iter().zip(from) {
+                if let Some(i) = *m {
+                    to[i] += v;
+                }
+            }
+            continue;
+        }
         for (j, m) in src.iter().enumerate() {
             let Some(i) = *m else { continue };
-            if i >= in_dim {
-                op_bail!("index {i} is out of range for an axis of length {in_dim}");
-            }
             let from = &gs[(o * n + j) * inner..][..inner];
             for (r, &v) in res[(o * in_dim + i) * inner..][..inner].iter_mut().zip(from) {
                 *r += v;
@@ -215,7 +225,7 @@ fn given<'a, T: Elem>(inputs: &[Option<&'a Value<T>>], i: usize) -> Option<&'a V
 }
 
 fn permute<E: Clone>(a: &ArrayD<E>, perm: &[usize]) -> ArrayD<E> {
-    a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
+    to_standard(a.view().permuted_axes(IxDyn(perm)))
 }
 
 fn tensor_value<T: Elem>(t: &TensorData) -> OpResult<Value<T>> {

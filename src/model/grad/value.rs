@@ -171,6 +171,53 @@ pub fn broadcast_to<'a, E>(a: &'a ArrayD<E>, shape: &[usize]) -> OpResult<ArrayV
     }
 }
 
+/// The elements of `v` in standard (row-major) order. A dynamic-rank view
+/// steps a dynamic index per element (~2.5 ns each: a ReduceMean's backward
+/// cost more than its forward), so the copy runs on the view converted to
+/// its fixed rank, whose iteration walks the innermost axis in a loop.
+pub fn standard_vec<E: Clone>(v: ArrayViewD<'_, E>) -> Vec<E> {
+    fn fixed<E: Clone, D: ndarray::Dimension>(v: &ArrayViewD<'_, E>, out: &mut Vec<E>) -> bool {
+        match v.view().into_dimensionality::<D>() {
+            Ok(f) => f.iter().for_each(|x| out.push(x.clone())),
+            Err(_) => return false,
+        }
+        true
+    }
+    if let Some(s) = v.as_slice() {
+        return s.to_vec();
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let done = match v.ndim() {
+        1 => fixed::<E, ndarray::Ix1>(&v, &mut out),
+        2 => fixed::<E, ndarray::Ix2>(&v, &mut out),
+        3 => fixed::<E, ndarray::Ix3>(&v, &mut out),
+        4 => fixed::<E, ndarray::Ix4>(&v, &mut out),
+        5 => fixed::<E, ndarray::Ix5>(&v, &mut out),
+        6 => fixed::<E, ndarray::Ix6>(&v, &mut out),
+        _ => false,
+    };
+    if !done {
+        v.iter().for_each(|x| out.push(x.clone()));
+    }
+    out
+}
+
+/// `v` as an owned array in standard layout (copied by [`standard_vec`]).
+pub fn to_standard<E: Clone>(v: ArrayViewD<'_, E>) -> ArrayD<E> {
+    let shape = v.raw_dim();
+    // The element count always matches the view's own shape, so the
+    // fallback (ndarray's per-element copy) is never taken.
+    match ArrayD::from_shape_vec(shape, standard_vec(v.view())) {
+        Ok(a) => a,
+        Err(_) => v.as_standard_layout().into_owned(),
+    }
+}
+
+/// `a` broadcast to `shape`, materialised in standard layout.
+pub fn broadcast_owned<E: Clone>(a: &ArrayD<E>, shape: &[usize]) -> OpResult<ArrayD<E>> {
+    Ok(to_standard(broadcast_to(a, shape)?))
+}
+
 /// The adjoint of broadcasting `shape` up to `grad.shape()`: sums `grad`
 /// over the axes that broadcasting created or stretched.
 pub fn reduce_to_shape<T: Elem>(grad: ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
@@ -225,4 +272,36 @@ pub fn with_scratch<T: Elem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     let r = f(&mut buf[..len]);
     SCRATCH.with(|pool| pool.borrow_mut().push(buf));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array, s};
+
+    #[test]
+    fn standard_vec_is_the_logical_order_of_any_view() {
+        // Against ndarray's own logical-order iteration, for views whose rows
+        // are slices, fills (broadcast axes, inner and outer), strided walks
+        // (permuted, reversed, stepped) and the degenerate 0-d and empty views.
+        let a = Array::from_shape_fn(IxDyn(&[2, 3, 4]), |d| (d[0] * 100 + d[1] * 10 + d[2]) as i64);
+        let col = Array::from_shape_fn(IxDyn(&[3, 1]), |d| d[0] as i64);
+        let row = Array::from_shape_fn(IxDyn(&[4]), |d| 7 + d[0] as i64);
+        let views: Vec<ArrayViewD<'_, i64>> = vec![
+            a.view(),
+            a.view().permuted_axes(IxDyn(&[2, 0, 1])),
+            a.slice(s![.., ..;-1, 1..;2]).into_dyn(),
+            col.broadcast(IxDyn(&[2, 3, 5])).unwrap(),
+            row.broadcast(IxDyn(&[3, 4])).unwrap(),
+            a.slice(s![0, 1, 2]).into_dyn(),
+            a.slice(s![.., 0..0, ..]).into_dyn(),
+        ];
+        for v in views {
+            let want: Vec<i64> = v.iter().copied().collect();
+            assert_eq!(standard_vec(v.view()), want, "view of shape {:?} strides {:?}", v.shape(), v.strides());
+            let owned = to_standard(v.view());
+            assert!(owned.is_standard_layout());
+            assert_eq!(owned, v);
+        }
+    }
 }

@@ -93,10 +93,7 @@ pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f:
 
 /// g ← g · d(x, y) elementwise, for a backward rule that scales the incoming
 /// gradient by f′ given the input and the output.
-pub fn scale_by<T: Copy, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: D)
-where
-    T: std::ops::Mul<Output = T>,
-{
+pub fn scale_by<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: D) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked just above.
@@ -253,7 +250,13 @@ mod tests {
             let v = a;
             // Step through the bit patterns: up for positives, down for negatives.
             let bits = a.to_bits();
-            a = if a >= 0.0 { f32::from_bits(bits + 97) } else if bits > 0x8000_0060 { f32::from_bits(bits - 97) } else { 0.0 };
+            a = if a >= 0.0 {
+                f32::from_bits(bits + 97)
+            } else if bits > 0x8000_0060 {
+                f32::from_bits(bits - 97)
+            } else {
+                0.0
+            };
             Some(v)
         })
     }
@@ -319,7 +322,8 @@ mod tests {
         // Lengths around the 16-lane width, values across both tanh branches
         // and exp's range, NaN included: the loop must give the scalar bits.
         for len in [0, 1, 15, 16, 17, 33, 100] {
-            let xs: Vec<f32> = (0..len).map(|i| (i as f32 - 50.0) * 0.37 + if i == 7 { f32::NAN } else { 0.0 }).collect();
+            let xs: Vec<f32> =
+                (0..len).map(|i| (i as f32 - 50.0) * 0.37 + if i == 7 { f32::NAN } else { 0.0 }).collect();
             let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
             let ys = map(&xs, tanh);
             for (&x, &y) in xs.iter().zip(&ys) {
