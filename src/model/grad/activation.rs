@@ -25,30 +25,35 @@ where
     D: Fn(T, T) -> T + Send + Sync,
 {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
-        let x = finput(inputs, 0)?;
-        let y = match x.as_slice() {
-            // The engine's tensors are contiguous: the vectorised slice loop.
-            Some(xs) => ArrayD::from_shape_vec(x.raw_dim(), vmath::map(xs, &self.f)).ok(),
-            None => None,
-        };
-        Ok(vec![Value::F(y.unwrap_or_else(|| x.mapv(&self.f)))])
+        Ok(vec![Value::F(map(finput(inputs, 0)?, &self.f))])
     }
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
         // ∂L/∂x = ∂L/∂y · f'(x)
-        let x = finput(ctx.inputs, 0)?;
-        let y = ctx.output.float()?;
-        let mut dx = ctx.dout.clone();
-        match (dx.as_slice_mut(), x.as_slice(), y.as_slice()) {
-            // The engine's tensors are contiguous: a plain slice loop.
-            (Some(d), Some(xs), Some(ys)) if d.len() == xs.len() && d.len() == ys.len() => {
-                vmath::scale_by(d, xs, ys, &self.d);
-            }
-            _ => Zip::from(&mut dx).and(x).and(y).for_each(|g, &x, &y| *g = *g * (self.d)(x, y)),
-        }
+        let dx = scaled(ctx.dout, finput(ctx.inputs, 0)?, ctx.output.float()?, &self.d);
         let mut out = vec![None; ctx.inputs.len()];
         out[0] = Some(dx);
         Ok(out)
     }
+}
+
+/// f(x) elementwise; contiguous inputs (the engine's) in the vectorised slice loop.
+fn map<T: Elem>(x: &ArrayD<T>, f: impl Fn(T) -> T) -> ArrayD<T> {
+    match x.as_slice().map(|xs| ArrayD::from_shape_vec(x.raw_dim(), vmath::map(xs, &f))) {
+        Some(Ok(y)) => y,
+        _ => x.mapv(f),
+    }
+}
+
+/// g · d(x, y) elementwise, in the vectorised slice loop when all three are contiguous.
+fn scaled<T: Elem>(g: &ArrayD<T>, x: &ArrayD<T>, y: &ArrayD<T>, d: impl Fn(T, T) -> T) -> ArrayD<T> {
+    let mut dx = g.clone();
+    match (dx.as_slice_mut(), x.as_slice(), y.as_slice()) {
+        (Some(ds), Some(xs), Some(ys)) if ds.len() == xs.len() && ds.len() == ys.len() => {
+            vmath::scale_by(ds, xs, ys, d);
+        }
+        _ => Zip::from(&mut dx).and(x).and(y).for_each(|g, &x, &y| *g = *g * d(x, y)),
+    }
+    dx
 }
 
 fn unary<T, F, D>(f: F, d: D) -> OpResult<Box<dyn Op<T>>>
@@ -295,7 +300,7 @@ impl<T: Elem> Op<T> for Clip {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let (lo, hi) = self.bounds(inputs)?;
         // ONNX: min(max(x, lo), hi), so hi wins when lo > hi.
-        Ok(vec![Value::F(finput(inputs, 0)?.mapv(|x| x.max(lo).min(hi)))])
+        Ok(vec![Value::F(map(finput(inputs, 0)?, |x| x.max(lo).min(hi)))])
     }
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
         // y = min(max(x, lo), hi): ∂y/∂x = 1 for lo ≤ x ≤ hi (inclusive, as torch.clamp),
@@ -304,9 +309,8 @@ impl<T: Elem> Op<T> for Clip {
         let x = finput(ctx.inputs, 0)?;
         let mut out = vec![None; ctx.inputs.len()];
         if ctx.wrt[0] {
-            let mut dx = ctx.dout.clone();
-            Zip::from(&mut dx).and(x).for_each(|g, &x| *g = *g * step(x >= lo && x <= hi));
-            out[0] = Some(dx);
+            // `&`, not `&&`: no branch, so the loop vectorises.
+            out[0] = Some(scaled(ctx.dout, x, x, |x, _| step((x >= lo) & (x <= hi))));
         }
         for (i, pick) in [(1usize, true), (2, false)] {
             if ctx.wrt.get(i) == Some(&true) {
