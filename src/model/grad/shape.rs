@@ -641,8 +641,10 @@ impl<T: Elem> Op<T> for Concat {
         let shapes: Vec<&[usize]> = xs.iter().map(|v| v.shape()).collect();
         let axis = self.axis(&shapes)?;
         let total: usize = shapes.iter().map(|s| s[axis]).sum();
-        if ctx.dout.ndim() != shapes[0].len() || ctx.dout.shape()[axis] != total {
-            op_bail!("gradient of shape {:?} does not match the Concat output", ctx.dout.shape());
+        let mut y_shape = shapes[0].to_vec();
+        y_shape[axis] = total;
+        if ctx.dout.shape() != y_shape {
+            op_bail!("gradient of shape {:?} does not match the Concat output {y_shape:?}", ctx.dout.shape());
         }
         let dy = standard(ctx.dout);
         let dy_slice = standard_slice(&dy)?;
