@@ -73,37 +73,30 @@ fn repeats_along(small: &[usize], shape: &[usize]) -> bool {
     tail.len() <= shape.len() && tail == &shape[shape.len() - tail.len()..] && !tail.contains(&0)
 }
 
+/// f(a, b) broadcast to `shape`: [`zip_slices`] where it applies, else
+/// ndarray's Zip. Generic over `f`, so each op gets its own loop: through
+/// one `fn` pointer shared by the four ops, every element was an indirect
+/// call (a residual Add cost ten times a ReLU of the same size).
+fn float_op<T: Elem>(shape: &[usize], a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> T) -> OpResult<ArrayD<T>> {
+    if let Some(out) = zip_slices(shape, a, b, &f) {
+        return Ok(out);
+    }
+    let mut out = ArrayD::zeros(IxDyn(shape));
+    Zip::from(&mut out).and(&broadcast_to(a, shape)?).and(&broadcast_to(b, shape)?).for_each(|o, &x, &y| *o = f(x, y));
+    Ok(out)
+}
+
 impl<T: Elem> Op<T> for Binary {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
         let shape = broadcast_shape(a.shape(), b.shape())?;
         Ok(vec![match (a, b) {
-            (Value::F(a), Value::F(b)) => {
-                let f = match self.0 {
-                    Arith::Add => |x: T, y: T| x + y,
-                    Arith::Sub => |x: T, y: T| x - y,
-                    Arith::Mul => |x: T, y: T| x * y,
-                    Arith::Div => |x: T, y: T| x / y,
-                };
-                // One instantiation per op: through the `fn` pointer `f` every
-                // element was an indirect call (a residual Add cost ten times
-                // a ReLU of the same size).
-                let sliced = match self.0 {
-                    Arith::Add => zip_slices(&shape, a, b, |x, y| x + y),
-                    Arith::Sub => zip_slices(&shape, a, b, |x, y| x - y),
-                    Arith::Mul => zip_slices(&shape, a, b, |x, y| x * y),
-                    Arith::Div => zip_slices(&shape, a, b, |x, y| x / y),
-                };
-                if let Some(out) = sliced {
-                    return Ok(vec![Value::F(out)]);
-                }
-                let mut out = ArrayD::zeros(IxDyn(&shape));
-                Zip::from(&mut out)
-                    .and(&broadcast_to(a, &shape)?)
-                    .and(&broadcast_to(b, &shape)?)
-                    .for_each(|o, &x, &y| *o = f(x, y));
-                Value::F(out)
-            }
+            (Value::F(a), Value::F(b)) => Value::F(match self.0 {
+                Arith::Add => float_op(&shape, a, b, |x, y| x + y)?,
+                Arith::Sub => float_op(&shape, a, b, |x, y| x - y)?,
+                Arith::Mul => float_op(&shape, a, b, |x, y| x * y)?,
+                Arith::Div => float_op(&shape, a, b, |x, y| x / y)?,
+            }),
             (Value::I(a), Value::I(b)) => {
                 let (a, b) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
                 let v: OpResult<Vec<i64>> = a.iter().zip(b.iter()).map(|(&x, &y)| int_op(self.0, x, y)).collect();

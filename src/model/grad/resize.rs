@@ -10,7 +10,7 @@
 //! antialiased downscaling and aspect-ratio policies other than `stretch` are
 //! rejected with a clear error rather than approximated.
 
-use super::shape::{Grads, check_size, grads_first, take_axis};
+use super::shape::{Grads, check_size, grads_first, standard, standard_slice, take_axis};
 use super::value::{input, norm_axis};
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
@@ -242,8 +242,8 @@ fn apply<T: Elem>(x: &ArrayD<T>, m: &AxisMap<T>, linear: bool) -> OpResult<Array
         let src: Vec<Option<usize>> = m.src.iter().map(|s| Some(s[0])).collect();
         return take_axis(x, m.axis, &src, None);
     }
-    let x = x.as_standard_layout();
-    let Some(xs) = x.as_slice() else { op_bail!("internal: tensor not contiguous") };
+    let x = standard(x);
+    let xs = standard_slice(&x)?;
     let (outer, d, inner) = split_at_axis(x.shape(), m.axis);
     if d != m.in_dim {
         op_bail!("internal: axis {} has length {d}, the map expects {}", m.axis, m.in_dim);
@@ -275,8 +275,8 @@ fn apply<T: Elem>(x: &ArrayD<T>, m: &AxisMap<T>, linear: bool) -> OpResult<Array
 
 /// The transpose of [`apply`]: dX[o, src[j][t], i] += w[j][t] · dY[o, j, i].
 fn apply_transpose<T: Elem>(g: &ArrayD<T>, m: &AxisMap<T>, linear: bool) -> OpResult<ArrayD<T>> {
-    let g = g.as_standard_layout();
-    let Some(gs) = g.as_slice() else { op_bail!("internal: tensor not contiguous") };
+    let g = standard(g);
+    let gs = standard_slice(&g)?;
     if m.axis >= g.ndim() || g.shape()[m.axis] != m.src.len() {
         op_bail!("gradient of shape {:?} does not match the Resize output", g.shape());
     }

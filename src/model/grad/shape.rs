@@ -62,15 +62,15 @@ pub(super) fn grads_first<T: Elem>(ctx: &Backward<'_, T>, d0: impl FnOnce() -> O
 }
 
 /// A view of `a` in standard (row-major) layout, copied only if needed.
-fn standard<E: Clone>(a: &ArrayD<E>) -> CowArray<'_, E, IxDyn> {
+pub(super) fn standard<E: Clone>(a: &ArrayD<E>) -> CowArray<'_, E, IxDyn> {
     if a.is_standard_layout() { CowArray::from(a.view()) } else { CowArray::from(to_standard(a.view())) }
 }
 
 /// The elements of a [`standard`] view, in order.
-fn standard_slice<'a, E>(a: &'a CowArray<'_, E, IxDyn>) -> OpResult<&'a [E]> {
+pub(super) fn standard_slice<'a, E>(a: &'a CowArray<'_, E, IxDyn>) -> OpResult<&'a [E]> {
     match a.as_slice() {
         Some(s) => Ok(s),
-        None => op_bail!("internal error: a standard-layout copy is not contiguous"),
+        None => op_bail!("internal: tensor not contiguous"),
     }
 }
 
@@ -104,7 +104,7 @@ pub(super) fn take_axis<E: Clone>(
         op_bail!("axis {axis} is out of range for rank {}", a.ndim());
     }
     let a = standard(a);
-    let Some(s) = a.as_slice() else { op_bail!("internal: tensor not contiguous") };
+    let s = standard_slice(&a)?;
     let (outer, d, inner) = split_at_axis(a.shape(), axis);
     let mut out_shape = a.shape().to_vec();
     out_shape[axis] = src.len();
@@ -154,7 +154,7 @@ pub(super) fn take_axis_adjoint<T: Elem>(
         op_bail!("gradient of shape {:?} does not match the forward map on axis {axis}", g.shape());
     }
     let g = standard(g);
-    let Some(gs) = g.as_slice() else { op_bail!("internal: tensor not contiguous") };
+    let gs = standard_slice(&g)?;
     let (outer, n, inner) = split_at_axis(g.shape(), axis);
     if let Some(i) = src.iter().flatten().find(|&&i| i >= in_dim) {
         op_bail!("index {i} is out of range for an axis of length {in_dim}");

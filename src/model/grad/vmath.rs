@@ -113,17 +113,7 @@ const LANES: usize = 16;
 /// result does not depend on the batch or the thread count.
 #[inline]
 pub fn sum_map<T: Elem, F: Fn(T) -> T>(xs: &[T], f: F) -> T {
-    let mut acc = [T::zero(); LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f(x);
-    }
-    fold(acc)
+    sum_zip(xs, xs, |x, _| f(x))
 }
 
 /// Σ f(aᵢ, bᵢ) over the common length, in [`sum_map`]'s order.
