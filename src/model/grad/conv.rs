@@ -1,4 +1,4 @@
-//! Conv (opsets 1–22): forward by im2col + GEMM per group, with a direct loop
+//! Conv (opsets 1–22): forward by im2col (`im2col.rs`) + GEMM per group, with a direct loop
 //! for depthwise convolutions and Winograd (`winograd.rs`) for ungrouped 3×3
 //! stride-1 ones; backward by the adjoint of each step (dX = col2im(Wᵀ·dY),
 //! or at stride 1 a convolution of dY with the flipped kernel; dW = dY·colᵀ,
@@ -12,6 +12,7 @@
 //! extra loop levels cost nothing for 2-D inputs. It does not own ConvTranspose
 //! or QLinearConv.
 
+use super::im2col::{col2im, im2col};
 use super::panel::PackedRows;
 use super::value::{finput, with_scratch};
 use super::winograd::{Plane, Winograd};
@@ -356,18 +357,20 @@ impl Geom {
     }
 }
 
+/// Kernel index j on one axis: output positions `lo..hi` read inside the
+/// input, output o reading input o·stride + `offset`.
 #[derive(Debug, Clone, Copy)]
-struct Tap {
-    lo: usize,
-    hi: usize,
-    offset: isize,
+pub(super) struct Tap {
+    pub lo: usize,
+    pub hi: usize,
+    pub offset: isize,
 }
 
 /// Per-axis tap tables of one geometry.
-struct Taps([Vec<Tap>; 3]);
+pub(super) struct Taps(pub [Vec<Tap>; 3]);
 
 impl Taps {
-    fn new(g: &Geom) -> Taps {
+    pub fn new(g: &Geom) -> Taps {
         Taps([g.taps(0), g.taps(1), g.taps(2)])
     }
 
@@ -399,155 +402,6 @@ impl Taps {
             }
         }
         pairs
-    }
-}
-
-// ---------------------------------------------------------------------------
-// im2col / col2im.
-
-/// Fills `col` ([channels·kernel_len, out_len], row-major) with the input
-/// patches of `x` ([channels, in_len]): row (c, jd, jh, jw), column (od, oh, ow)
-/// holds x[c, od·sd + jd·dd − pd, …], or 0 where that is padding. Every entry
-/// is written exactly once (no clearing pass), and interior runs are copied
-/// as slices when the width stride is 1.
-fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, col: &mut [T]) {
-    let (in_len, out_len) = (g.in_len(), g.out_len());
-    let [_, in_h, in_w] = g.input;
-    let [_, out_h, out_w] = g.out;
-    let [sd, sh, sw] = g.stride;
-    // Stride 1 on both plane axes and as wide an output as input: output row
-    // oh + 1 reads the input row after the one row oh reads, so a kernel
-    // row's entries for a whole plane are one contiguous run of the input.
-    let contiguous_rows = sw == 1 && sh == 1 && in_w == out_w;
-    let mut rows = col.chunks_exact_mut(out_len);
-    for xc in x.chunks_exact(in_len).take(channels) {
-        for td in &taps.0[0] {
-            for th in &taps.0[1] {
-                for tw in &taps.0[2] {
-                    let Some(row) = rows.next() else { return };
-                    let n = tw.hi - tw.lo;
-                    let iw0 = (tw.lo * sw) as isize + tw.offset;
-                    for (od, plane) in row.chunks_exact_mut(out_h * out_w).enumerate() {
-                        if od < td.lo || od >= td.hi {
-                            plane.fill(T::zero());
-                            continue;
-                        }
-                        let id = ((od * sd) as isize + td.offset) as usize;
-                        if contiguous_rows && n > 0 && th.hi > th.lo {
-                            // Rows th.lo..th.hi of this plane read consecutive
-                            // input rows at one shift: one copy of the whole
-                            // span, then the entries that stood for padding
-                            // (and picked up neighbouring pixels) are cleared.
-                            let ih0 = (th.lo as isize + th.offset) as usize;
-                            let src = (id * in_h + ih0) * in_w + iw0 as usize;
-                            let dst = th.lo * out_w + tw.lo;
-                            let len = (th.hi - th.lo - 1) * out_w + n;
-                            plane[dst..dst + len].copy_from_slice(&xc[src..src + len]);
-                            plane[..th.lo * out_w].fill(T::zero());
-                            plane[th.hi * out_w..].fill(T::zero());
-                            clear_columns(plane, th.lo..th.hi, out_w, tw.lo, tw.hi);
-                            continue;
-                        }
-                        for (oh, dst) in plane.chunks_exact_mut(out_w).enumerate() {
-                            if oh < th.lo || oh >= th.hi || n == 0 {
-                                dst.fill(T::zero());
-                                continue;
-                            }
-                            let ih = ((oh * sh) as isize + th.offset) as usize;
-                            let src = &xc[(id * in_h + ih) * in_w + iw0 as usize..];
-                            dst[..tw.lo].fill(T::zero());
-                            dst[tw.hi..].fill(T::zero());
-                            let dst = &mut dst[tw.lo..tw.hi];
-                            if sw == 1 {
-                                dst.copy_from_slice(&src[..n]);
-                            } else {
-                                for (d, s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
-                                    *d = *s;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Zeroes columns `0..lo` and `hi..out_w` of rows `rows` of a plane with
-/// rows of `out_w`: the positions whose kernel tap falls in the padding. Only
-/// the sides that have such columns are visited (none for a centre tap).
-#[inline]
-fn clear_columns<T: Elem>(plane: &mut [T], rows: std::ops::Range<usize>, out_w: usize, lo: usize, hi: usize) {
-    // One padding column per side (3×3 kernels, pads 1) is the common case:
-    // single stores, where a general loop would become a memset call per row.
-    match lo {
-        0 => {}
-        1 => rows.clone().for_each(|oh| plane[oh * out_w] = T::zero()),
-        _ => rows.clone().for_each(|oh| plane[oh * out_w..oh * out_w + lo].fill(T::zero())),
-    }
-    match out_w - hi {
-        0 => {}
-        1 => rows.for_each(|oh| plane[oh * out_w + hi] = T::zero()),
-        _ => rows.for_each(|oh| plane[oh * out_w + hi..(oh + 1) * out_w].fill(T::zero())),
-    }
-}
-
-/// The adjoint of [`im2col`]: adds every column entry back onto the input
-/// position it was copied from (entries that stood for padding are dropped).
-///
-/// `col` is scratch: in the contiguous case (see [`im2col`]) its padding
-/// entries are zeroed so that a whole plane's run can be added at once.
-fn col2im<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
-    let (in_len, out_len) = (g.in_len(), g.out_len());
-    let [_, in_h, in_w] = g.input;
-    let [_, out_h, out_w] = g.out;
-    let [sd, sh, sw] = g.stride;
-    let contiguous_rows = sw == 1 && sh == 1 && in_w == out_w;
-    let mut rows = col.chunks_exact_mut(out_len);
-    for dxc in dx.chunks_exact_mut(in_len).take(channels) {
-        for td in &taps.0[0] {
-            for th in &taps.0[1] {
-                for tw in &taps.0[2] {
-                    let Some(row) = rows.next() else { return };
-                    if tw.hi == tw.lo {
-                        continue;
-                    }
-                    let iw0 = ((tw.lo * sw) as isize + tw.offset) as usize;
-                    let n = tw.hi - tw.lo;
-                    for od in td.lo..td.hi {
-                        let id = ((od * sd) as isize + td.offset) as usize;
-                        if contiguous_rows && th.hi > th.lo {
-                            // The adjoint of im2col's one-span copy: clear the
-                            // padding entries, then add the whole span.
-                            let plane = &mut row[od * out_h * out_w..][..out_h * out_w];
-                            clear_columns(plane, th.lo..th.hi, out_w, tw.lo, tw.hi);
-                            let ih0 = (th.lo as isize + th.offset) as usize;
-                            let dst = (id * in_h + ih0) * in_w + iw0;
-                            let src = th.lo * out_w + tw.lo;
-                            let len = (th.hi - th.lo - 1) * out_w + n;
-                            for (d, s) in dxc[dst..dst + len].iter_mut().zip(&plane[src..src + len]) {
-                                *d += *s;
-                            }
-                            continue;
-                        }
-                        for oh in th.lo..th.hi {
-                            let ih = ((oh * sh) as isize + th.offset) as usize;
-                            let src = &row[(od * out_h + oh) * out_w..][tw.lo..tw.hi];
-                            let dst = &mut dxc[(id * in_h + ih) * in_w + iw0..];
-                            if sw == 1 {
-                                for (d, s) in dst.iter_mut().zip(src) {
-                                    *d += *s;
-                                }
-                            } else {
-                                for (d, s) in dst.iter_mut().step_by(sw).zip(src) {
-                                    *d += *s;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -928,6 +782,7 @@ fn gemm_backward<T: Elem>(
                             general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dcol, ck, p)?);
                         }
                         if !pointwise {
+                            // This group's dX is still the zeros it was created with.
                             col2im(buf, cg, g, &taps, &mut dx[x_at..][..cg * in_len]);
                         }
                     }

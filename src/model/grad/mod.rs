@@ -13,6 +13,7 @@ mod activation;
 mod conv;
 mod elementwise;
 pub mod engine;
+mod im2col;
 mod linear;
 mod loss;
 mod matmul;
