@@ -107,7 +107,12 @@ pub fn build_elu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
     // y = x (x > 0), α(eˣ−1) (x ≤ 0); y' = 1 (x > 0), αeˣ = y + α (x ≤ 0).
     let a: T = attr(n, "alpha", 1.0);
     unary(
-        move |x: T| if x > T::zero() { x } else { a * (x.exp_inline() - T::one()) },
+        move |x: T| {
+            // Both sides computed, one selected: a loop without a branch
+            // vectorises (eˣ of a large x is ∞ there, and not selected).
+            let neg = a * (x.exp_inline() - T::one());
+            if x > T::zero() { x } else { neg }
+        },
         move |x: T, y: T| if x > T::zero() { T::one() } else { y + a },
     )
 }

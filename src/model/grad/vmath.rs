@@ -27,7 +27,8 @@ pub fn exp(x: f32) -> f32 {
     // Outside [−104, 89] the result is 0 or +∞ anyway; the clamp keeps n in
     // [−150, 129] so that both halves of 2ⁿ below are normal numbers.
     let xc = x.clamp(-104.0, 89.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -39,10 +40,14 @@ pub fn exp(x: f32) -> f32 {
     // 2ⁿ as two factors 2^⌊n/2⌋ · 2^(n − ⌊n/2⌋): each exponent lies in
     // [−75, 65], so neither factor is subnormal or infinite, and the
     // products round to the subnormal or infinite result exactly once.
-    let ni = n as i32;
+    // n read from t's bits: t lies in [2²³, 2²⁴), where one ulp is 1, so
+    // bits(t) − bits(ROUND) = t − ROUND = n. (`n as i32` would be a
+    // saturating conversion that the compiler does one lane at a time.)
+    // For a NaN x this is garbage, and the NaN is returned instead.
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let half = ni >> 1;
-    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
-    let y = er * pow2(half) * pow2(ni - half);
+    let pow2 = |e: i32| f32::from_bits((e.wrapping_add(127) as u32) << 23);
+    let y = er * pow2(half) * pow2(ni.wrapping_sub(half));
     if x.is_nan() { x } else { y }
 }
 
