@@ -616,6 +616,12 @@ impl<T: Elem> Op<T> for AveragePool {
         let xs = contiguous(x);
         let mut y = Vec::with_capacity(x.shape()[0] * x.shape()[1] * g.out_len());
         if interior(&g, &w) && g.out[0] == 1 && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+            let planes = xs.len() / g.in_len();
+            y.resize(planes * g.out_len(), T::zero());
+            if avg_pool_2x2_fast(&xs, &inv, &g, Pass::Forward(&mut y)) {
+                return Ok(vec![Value::F(array(&out_shape(x.shape(), &g), y)?)]);
+            }
+            y.clear();
             // 2×2, stride 2: pairs of rows; ((0 + x00) + x01) + x10) + x11 as below.
             let [_, out_h, out_w] = g.out;
             let in_w = g.input[2];
@@ -656,6 +662,10 @@ impl<T: Elem> Op<T> for AveragePool {
         let dy = contiguous(ctx.dout);
         let mut dx = vec![T::zero(); x.len()];
         if interior(&g, &w) && g.out[0] == 1 && g.kernel == [1, 2, 2] && g.stride == [1, 2, 2] {
+            if avg_pool_2x2_fast(&dy, &inv, &g, Pass::Backward(&mut dx)) {
+                grads[0] = Some(array(x.shape(), dx)?);
+                return Ok(grads);
+            }
             // 2×2, stride 2: every input is in exactly one window.
             let [_, out_h, out_w] = g.out;
             let in_w = g.input[2];
@@ -685,6 +695,99 @@ impl<T: Elem> Op<T> for AveragePool {
         }
         grads[0] = Some(array(x.shape(), dx)?);
         Ok(grads)
+    }
+}
+
+/// Which direction [`avg_pool_2x2_fast`] runs, with the buffer it writes.
+enum Pass<'a, T> {
+    /// Reads x, writes y (planes·out_len).
+    Forward(&'a mut [T]),
+    /// Reads dY, writes dX (planes·in_len, all zeros on entry).
+    Backward(&'a mut [T]),
+}
+
+/// AveragePool's interior 2×2/stride-2 loops for f32 on CPUs with AVX-512F,
+/// 16 windows per step: the scalar loops' exact operations, so the same
+/// bits (tested). Forward: y = ((((0 + x00) + x01) + x10) + x11)·inv.
+/// Backward: each input is in exactly one window, so dX = 0 + dY·inv at
+/// each of its four positions. False (nothing written) when the type or the
+/// CPU does not fit; the caller checked the geometry.
+fn avg_pool_2x2_fast<T: Elem>(from: &[T], inv: &[T], g: &Geom, pass: Pass<'_, T>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && let (Some(from), Some(inv)) = (as_f32(from), as_f32(inv))
+    {
+        let (forward, to) = match pass {
+            Pass::Forward(y) => (true, y),
+            Pass::Backward(dx) => (false, dx),
+        };
+        let Some(to) = as_f32_mut(to) else { return false };
+        // SAFETY: AVX-512F was detected; the caller checked the interior
+        // 2×2/stride-2 geometry, and `from`/`to` hold whole planes of it.
+        unsafe { avg_pool_2x2_avx512(from, inv, g, forward, to) };
+        return true;
+    }
+    let _ = (from, inv, g, pass);
+    false
+}
+
+/// # Safety
+/// AVX-512F is available; every 2×2/stride-2 window lies inside the planes
+/// of `g`; forward: `from` holds x's planes and `to` as many y planes;
+/// backward: `from` holds dY's planes and `to` (zeros) as many dX planes;
+/// `inv` holds out_len divisors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avg_pool_2x2_avx512(from: &[f32], inv: &[f32], g: &Geom, forward: bool, to: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ([_, _, in_w], [_, out_h, out_w]) = (g.input, g.out);
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    // Lane k of a deinterleave holds element 2k (even) or 2k + 1 (odd) of a 32-float run.
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // Lanes 2k and 2k + 1 of the first (second) half take window k (8 + k).
+    let spread_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let spread_hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let planes = if forward { from.len() / in_len } else { from.len() / out_len };
+    assert!(to.len() >= planes * if forward { out_len } else { in_len }, "average pool buffer sizes");
+    for plane in 0..planes {
+        for oh in 0..out_h {
+            // The pair of input rows of output row oh, the output row, its divisors.
+            let (top, bottom) = (plane * in_len + 2 * oh * in_w, plane * in_len + (2 * oh + 1) * in_w);
+            let (o, inv_row) = (plane * out_len + oh * out_w, &inv[oh * out_w..][..out_w]);
+            for ow in (0..out_w).step_by(16) {
+                let width = (out_w - ow).min(16);
+                let (m0, m1, mo) = (lane_mask(2 * width), lane_mask((2 * width).saturating_sub(16)), lane_mask(width));
+                // SAFETY: the unmasked lanes are the 2·width inputs from column
+                // 2·ow of rows `top`/`bottom` (inside the plane: the windows
+                // are interior) and the `width` outputs from ow of row o;
+                // masked-off lanes are not touched (the second half's address
+                // may lie past the row: wrapping_add).
+                unsafe {
+                    let iv = _mm512_maskz_loadu_ps(mo, inv_row.as_ptr().add(ow));
+                    if forward {
+                        let (tp, bp) = (from.as_ptr().add(top + 2 * ow), from.as_ptr().add(bottom + 2 * ow));
+                        let t = (_mm512_maskz_loadu_ps(m0, tp), _mm512_maskz_loadu_ps(m1, tp.wrapping_add(16)));
+                        let b = (_mm512_maskz_loadu_ps(m0, bp), _mm512_maskz_loadu_ps(m1, bp.wrapping_add(16)));
+                        let mut sum = _mm512_add_ps(_mm512_setzero_ps(), _mm512_permutex2var_ps(t.0, even, t.1));
+                        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(t.0, odd, t.1));
+                        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(b.0, even, b.1));
+                        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(b.0, odd, b.1));
+                        _mm512_mask_storeu_ps(to.as_mut_ptr().add(o + ow), mo, _mm512_mul_ps(sum, iv));
+                    } else {
+                        let dy = _mm512_maskz_loadu_ps(mo, from.as_ptr().add(o + ow));
+                        let share = _mm512_add_ps(_mm512_setzero_ps(), _mm512_mul_ps(dy, iv));
+                        let (lo, hi) =
+                            (_mm512_permutexvar_ps(spread_lo, share), _mm512_permutexvar_ps(spread_hi, share));
+                        for row in [top, bottom] {
+                            let p = to.as_mut_ptr().add(row + 2 * ow);
+                            _mm512_mask_storeu_ps(p, m0, lo);
+                            _mm512_mask_storeu_ps(p.wrapping_add(16), m1, hi);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -905,6 +1008,51 @@ mod tests {
         }
         assert!(padded >= 8, "only {padded} cases reached the padding");
         assert!(padding_only > 0, "no window of padding only was tested");
+    }
+
+    #[test]
+    fn average_pool_2x2_fast_path_gives_the_scalar_bits() {
+        // f32 takes the AVX-512 loops where the CPU has them; the scalar
+        // loops' operations are written out here. Widths below, at and above
+        // a 16-window step, odd sizes (a last row and column no window
+        // reads), and ±0 inputs (0 + (−0) is +0: the loops must add to a
+        // zero, not copy).
+        let ctx = BuildCtx { opset: 19 };
+        let attrs = [("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
+        let op = build_average_pool::<f32>(&node("AveragePool", &attrs), &ctx).unwrap();
+        for [h, w] in [[4usize, 4], [14, 14], [7, 7], [32, 32], [6, 70], [5, 33]] {
+            let (oh, ow) = (h / 2, w / 2);
+            let shape = [2usize, 3, h, w];
+            let len = shape.iter().product::<usize>();
+            let signed_zero = |i: usize, v: f32| if i % 5 == 2 { if v < 0.0 { -0.0 } else { 0.0 } } else { v };
+            let x: Vec<f32> = (0..len).map(|i| signed_zero(i, ((i * 37 % 101) as f32 - 50.0) / 7.0)).collect();
+            let planes = 6;
+            let dy: Vec<f32> =
+                (0..planes * oh * ow).map(|i| signed_zero(i, ((i * 53 % 89) as f32 - 44.0) / 3.0)).collect();
+            let mut want_y = Vec::new();
+            let mut want_dx = vec![0.0f32; len];
+            for p in 0..planes {
+                for r in 0..oh {
+                    for c in 0..ow {
+                        let at = |dr: usize, dc: usize| p * h * w + (2 * r + dr) * w + 2 * c + dc;
+                        want_y.push((0.0 + x[at(0, 0)] + x[at(0, 1)] + x[at(1, 0)] + x[at(1, 1)]) * 0.25);
+                        let share = dy[(p * oh + r) * ow + c] * 0.25;
+                        for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            want_dx[at(dr, dc)] += share;
+                        }
+                    }
+                }
+            }
+            let xv = Value::F(ArrayD::from_shape_vec(shape.to_vec(), x).unwrap());
+            let y = op.forward(&[Some(&xv)]).unwrap().remove(0);
+            let dout = ArrayD::from_shape_vec(vec![2, 3, oh, ow], dy).unwrap();
+            let back = Backward { inputs: &[Some(&xv)], output: &y, dout: &dout, wrt: &[true], saved: None };
+            let dx = op.backward(&back).unwrap().remove(0).unwrap();
+            let bits = |v: &mut dyn Iterator<Item = f32>| v.map(f32::to_bits).collect::<Vec<_>>();
+            let y = y.float().unwrap();
+            assert_eq!(bits(&mut y.iter().copied()), bits(&mut want_y.into_iter()), "forward {h}×{w}");
+            assert_eq!(bits(&mut dx.iter().copied()), bits(&mut want_dx.into_iter()), "backward {h}×{w}");
+        }
     }
 
     fn check(op: &str, attrs: &[(&str, Attr)], x: &[usize]) -> ArrayD<f64> {
