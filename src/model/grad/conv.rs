@@ -13,7 +13,7 @@
 //! or QLinearConv.
 
 use super::im2col::{col2im, im2col};
-use super::panel::PackedRows;
+use super::panel::{PackedRows, as_f32, as_f32_mut};
 use super::value::{finput, with_scratch};
 use super::winograd::{Plane, Winograd};
 use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
@@ -810,6 +810,14 @@ fn gemm_backward<T: Elem>(
 fn depthwise_forward<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, y: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
+        if d.geom.stride[2] == 1
+            && let (Some(x), Some(w), Some(y)) = (as_f32(x), as_f32(w), as_f32_mut(y))
+        {
+            let b = b.and_then(as_f32);
+            // SAFETY: the CPU has AVX-512F; width stride 1; the slices are
+            // the op's (checked shapes).
+            return unsafe { depthwise::forward(x, w, b, d, y) };
+        }
         // SAFETY: the CPU has AVX-512F, checked just above.
         return unsafe { depthwise_forward_avx512(x, w, b, d, y) };
     }
@@ -869,6 +877,14 @@ fn depthwise_forward_rows<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, 
 fn depthwise_backward<T: Elem>(x: &[T], w: &[T], dy: &[T], d: &Dims, dx: Option<&mut [T]>, dw: Option<&mut [T]>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
+        let mut dx = dx;
+        if d.geom.stride[2] == 1
+            && let (Some(w), Some(dy), Some(dxf)) = (as_f32(w), as_f32(dy), dx.as_deref_mut().and_then(as_f32_mut))
+        {
+            // SAFETY: as for the forward; dX is the caller's zeros.
+            unsafe { depthwise::backward_x(w, dy, d, dxf) };
+            dx = None;
+        }
         // SAFETY: the CPU has AVX-512F, checked just above.
         return unsafe { depthwise_backward_avx512(x, w, dy, d, dx, dw) };
     }
@@ -946,6 +962,131 @@ fn depthwise_backward_rows<T: Elem>(
                     let s: T =
                         dyrow[tw.lo..tw.hi].iter().zip(xrow[iw0..].iter().step_by(sw)).map(|(&a, &b)| a * b).sum();
                     *dwv += s;
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise rows at width stride 1 for f32 on AVX-512, 16 columns per
+/// step, every tap of a row added in registers and the row stored once.
+///
+/// The compiled slice loops of [`depthwise_forward_rows`] run one kernel tap
+/// at a time over 30–32-column runs, whose last 14–16 columns fall to a
+/// scalar remainder; and each tap reloads the row the previous one stored.
+/// Here each output element receives the same operations in the same order:
+/// y = b (or 0), then y += w·x for every (row pair, width tap) in
+/// [`Taps::row_pairs`] order, as a multiply and a separate add, only on the
+/// lanes the scalar loop visits (a masked add, so no lane gains a w·0 term),
+/// giving the same bits.
+#[cfg(target_arch = "x86_64")]
+mod depthwise {
+    use super::{Dims, Taps};
+    use crate::model::grad::panel::{lane_mask, lanes_between};
+    use std::arch::x86_64::*;
+
+    /// `rows` (row pairs [out_row, in_row, jd, jh]) grouped by `key` (0 or 1):
+    /// for every value of that row index, the pairs that have it, in `rows`
+    /// order (a stable counting sort).
+    fn grouped(rows: &[[usize; 4]], key: usize, count: usize) -> (Vec<usize>, Vec<[usize; 4]>) {
+        let mut start = vec![0usize; count + 1];
+        for r in rows {
+            start[r[key] + 1] += 1;
+        }
+        for i in 0..count {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut sorted = vec![[0usize; 4]; rows.len()];
+        for r in rows {
+            sorted[fill[r[key]]] = *r;
+            fill[r[key]] += 1;
+        }
+        (start, sorted)
+    }
+
+    /// # Safety
+    /// AVX-512F is available; `g.stride[2]` is 1; x, w, b, y have the shapes of `d`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, d: &Dims, y: &mut [f32]) {
+        let g = &d.geom;
+        let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
+        let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
+        let taps = Taps::new(g);
+        let rows_out = g.out[0] * g.out[1];
+        let (start, pairs) = grouped(&taps.row_pairs(g), 0, rows_out);
+        assert!(y.len() == d.n * d.m * p && x.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
+        for (plane, yp) in y.chunks_exact_mut(p).enumerate() {
+            let (ni, mi) = (plane / d.m, plane % d.m);
+            let xp = &x[(ni * d.c + mi / mult) * in_len..][..in_len];
+            let wk = &w[mi * kk..][..kk];
+            let init = b.map_or(0.0, |b| b[mi]);
+            for (orow, yrow) in yp.chunks_exact_mut(out_w).enumerate() {
+                for ow0 in (0..out_w).step_by(16) {
+                    let mut acc = _mm512_set1_ps(init);
+                    for &[_, irow, jd, jh] in &pairs[start[orow]..start[orow + 1]] {
+                        let xrow = xp[irow * in_w..][..in_w].as_ptr();
+                        let wrow = &wk[(jd * g.kernel[1] + jh) * kw..][..kw];
+                        for (tw, &wv) in taps.0[2].iter().zip(wrow) {
+                            // Output columns tw.lo..tw.hi read input column ow + offset.
+                            let m = lanes_between(tw.lo as isize - ow0 as isize, tw.hi as isize - ow0 as isize);
+                            // SAFETY: the unmasked lanes read input columns inside 0..in_w.
+                            let xv =
+                                unsafe { _mm512_maskz_loadu_ps(m, xrow.wrapping_offset(ow0 as isize + tw.offset)) };
+                            acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(_mm512_set1_ps(wv), xv));
+                        }
+                    }
+                    // SAFETY: the stored lanes are output columns ow0.. below out_w.
+                    unsafe { _mm512_mask_storeu_ps(yrow.as_mut_ptr().add(ow0), lane_mask(out_w - ow0), acc) };
+                }
+            }
+        }
+    }
+
+    /// ∂L/∂x of [`forward`]: each term y[o] += w·x[i] gives dX[i] += w·dY[o],
+    /// over the same pairs, so the pairs are grouped by input row (keeping
+    /// their order) and each input row is built in registers and stored
+    /// once. With a depth multiplier of 1 each dX plane belongs to one output
+    /// channel and is still zero, so it is not read back.
+    ///
+    /// # Safety
+    /// AVX-512F is available; `g.stride[2]` is 1; w, dy, dx have the shapes
+    /// of `d`; dx is all zeros.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn backward_x(w: &[f32], dy: &[f32], d: &Dims, dx: &mut [f32]) {
+        let g = &d.geom;
+        let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
+        let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
+        let taps = Taps::new(g);
+        let rows_in = g.input[0] * g.input[1];
+        let (start, pairs) = grouped(&taps.row_pairs(g), 1, rows_in);
+        assert!(dy.len() == d.n * d.m * p && dx.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
+        for (plane, dyp) in dy.chunks_exact(p).enumerate() {
+            let (ni, mi) = (plane / d.m, plane % d.m);
+            let dxp = &mut dx[(ni * d.c + mi / mult) * in_len..][..in_len];
+            let wk = &w[mi * kk..][..kk];
+            for (irow, dxrow) in dxp.chunks_exact_mut(in_w).enumerate() {
+                for iw0 in (0..in_w).step_by(16) {
+                    let m_row = lane_mask(in_w - iw0);
+                    let at = dxrow.as_mut_ptr().wrapping_add(iw0);
+                    // SAFETY: the unmasked lanes are input columns iw0.. below in_w.
+                    let mut acc =
+                        if mult == 1 { _mm512_setzero_ps() } else { unsafe { _mm512_maskz_loadu_ps(m_row, at) } };
+                    for &[orow, _, jd, jh] in &pairs[start[irow]..start[irow + 1]] {
+                        let dyrow = dyp[orow * out_w..][..out_w].as_ptr();
+                        let wrow = &wk[(jd * g.kernel[1] + jh) * kw..][..kw];
+                        for (tw, &wv) in taps.0[2].iter().zip(wrow) {
+                            // Input column iw receives output column iw − offset, for outputs lo..hi.
+                            let (lo, hi) = (tw.lo as isize + tw.offset, tw.hi as isize + tw.offset);
+                            let m = lanes_between(lo - iw0 as isize, hi - iw0 as isize);
+                            // SAFETY: the unmasked lanes read output columns inside lo..hi ⊆ 0..out_w.
+                            let gv =
+                                unsafe { _mm512_maskz_loadu_ps(m, dyrow.wrapping_offset(iw0 as isize - tw.offset)) };
+                            acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(_mm512_set1_ps(wv), gv));
+                        }
+                    }
+                    // SAFETY: as for the load.
+                    unsafe { _mm512_mask_storeu_ps(at, m_row, acc) };
                 }
             }
         }
@@ -1333,6 +1474,52 @@ mod tests {
             for (a, b) in g_fast.iter().zip(&g_gemm) {
                 close(a.as_ref().unwrap(), b.as_ref().unwrap());
             }
+        }
+    }
+
+    #[test]
+    fn depthwise_vector_rows_give_the_slice_loops_bits() {
+        // f32 at width stride 1 takes `depthwise` on AVX-512 machines; the
+        // generic row loops are the reference (elementwise, so their bits do
+        // not depend on how they were compiled). Rows narrower and wider
+        // than a 16-column step, depth multiplier 1 and 2 (dX read back),
+        // dilation with pads past the kernel, height stride 2, a 3-D case.
+        let cases: Vec<(Vec<(&str, Attr)>, Vec<usize>, Vec<usize>)> = vec![
+            (vec![("pads", ints(&[1, 1, 1, 1]))], vec![2, 4, 9, 32], vec![4, 1, 3, 3]),
+            (vec![("pads", ints(&[1, 1, 1, 1]))], vec![1, 3, 6, 7], vec![6, 1, 3, 3]),
+            (vec![("pads", ints(&[4, 3, 0, 2])), ("dilations", ints(&[2, 2]))], vec![1, 2, 11, 37], vec![2, 1, 5, 5]),
+            (vec![("strides", ints(&[2, 1])), ("pads", ints(&[0, 1, 1, 0]))], vec![1, 3, 10, 18], vec![3, 1, 3, 2]),
+            (vec![("pads", ints(&[1, 1, 1, 1, 1, 1]))], vec![1, 2, 4, 5, 17], vec![2, 1, 3, 3, 3]),
+        ];
+        for (k, (attrs, xs, ws)) in cases.into_iter().enumerate() {
+            let mut attrs = attrs;
+            attrs.push(("group", Attr::Int(xs[1] as i64)));
+            let n = node("Conv", &attrs);
+            let op = Conv { win: Window::parse(&n).unwrap(), group: xs[1], depthwise_fast: true, panels: None };
+            let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
+            assert!(op.depthwise(&d), "case {k} is depthwise");
+            let signed_zero = |i: usize, v: f64| if i % 6 == 1 { if v < 0.0 { -0.0 } else { 0.0 } } else { v as f32 };
+            let data = |shape: &[usize], seed: u64| -> Vec<f32> {
+                uniform(shape, seed, -1.0, 1.0).iter().enumerate().map(|(i, &v)| signed_zero(i, v)).collect()
+            };
+            let (x, mut w, b) = (data(&xs, 20 + k as u64), data(&ws, 30 + k as u64), data(&[ws[0]], 40));
+            // An infinite weight: ∞·0 is NaN, so a padding lane given a w·0
+            // term would show even where other terms then dominate the sum.
+            w[0] = f32::INFINITY;
+            let out: Vec<usize> = d.out_shape();
+            let dy = data(&out, 50 + k as u64);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let y_len = out.iter().product();
+            for bias in [Some(&b[..]), None] {
+                let (mut fast, mut rows) = (vec![0.0f32; y_len], vec![0.0f32; y_len]);
+                depthwise_forward(&x, &w, bias, &d, &mut fast);
+                depthwise_forward_rows(&x, &w, bias, &d, &mut rows);
+                assert_eq!(bits(&fast), bits(&rows), "forward, case {k}, bias {}", bias.is_some());
+            }
+            let (mut fast, mut rows) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            depthwise_backward(&x, &w, &dy, &d, Some(&mut fast), None);
+            depthwise_backward_rows(&x, &w, &dy, &d, Some(&mut rows), None);
+            assert_eq!(bits(&fast), bits(&rows), "backward, case {k}");
         }
     }
 

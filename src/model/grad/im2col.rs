@@ -17,7 +17,7 @@
 
 use super::Elem;
 use super::conv::{Geom, Tap, Taps};
-use super::panel::{as_f32, as_f32_mut, avx512, lane_mask};
+use super::panel::{as_f32, as_f32_mut, avx512, lanes_between};
 
 /// Fills `col` ([channels·kernel_len, out_len], row-major) with the input
 /// patches of `x` ([channels, in_len]): row (c, jd, jh, jw), column (od, oh, ow)
@@ -234,8 +234,6 @@ struct Spread {
 
 impl Spread {
     fn new(g: &Geom, width_taps: &[Tap], fresh: bool) -> Spread {
-        // Lanes j of 16 with lo ≤ j < hi (bounds clamped to 0..16).
-        let between = |lo: isize, hi: isize| lane_mask(hi.clamp(0, 16) as usize) & !lane_mask(lo.clamp(0, 16) as usize);
         let mut steps = Vec::new();
         for s in (0..g.input[2] as isize).step_by(32) {
             for tw in width_taps {
@@ -244,7 +242,11 @@ impl Spread {
                 let (k_lo, k_hi) = ((tw.lo as isize - o0).clamp(0, 16), (tw.hi as isize - o0).clamp(0, 16));
                 let parity = if q == 0 { 0x5555 } else { 0xAAAA };
                 let (l0, l1) = (2 * k_lo + q, 2 * k_hi + q);
-                steps.push((o0, between(k_lo, k_hi), [between(l0, l1) & parity, between(l0 - 16, l1 - 16) & parity]));
+                steps.push((
+                    o0,
+                    lanes_between(k_lo, k_hi),
+                    [lanes_between(l0, l1) & parity, lanes_between(l0 - 16, l1 - 16) & parity],
+                ));
             }
         }
         Spread { steps, fresh }
@@ -282,19 +284,13 @@ mod avx512 {
     //! padding's value) and masked stores leave them alone, so the addresses
     //! may lie outside the row (hence `wrapping_offset`).
     use super::{Geom, Spread, Tap, Taps};
-    use crate::model::grad::panel::lane_mask;
+    use crate::model::grad::panel::{lane_mask, lanes_between};
     use std::arch::x86_64::*;
-
-    /// Lanes j of a 16-lane vector with `lo ≤ j < hi` (bounds clamped to 0..16).
-    #[inline]
-    fn between(lo: isize, hi: isize) -> u16 {
-        lane_mask(hi.clamp(0, 16) as usize) & !lane_mask(lo.clamp(0, 16) as usize)
-    }
 
     /// Lanes j of a 16-lane vector whose input column `first + j` lies in 0..in_w.
     #[inline]
     fn inside(first: isize, in_w: usize) -> u16 {
-        between(-first, in_w as isize - first)
+        lanes_between(-first, in_w as isize - first)
     }
 
     /// Output column ow reads input column 2·ow + tw.offset: a step from ow0

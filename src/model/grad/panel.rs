@@ -196,6 +196,12 @@ pub(super) fn lane_mask(width: usize) -> u16 {
     if width >= 16 { u16::MAX } else { ((1u32 << width) - 1) as u16 }
 }
 
+/// Lanes j of a 16-lane vector with lo ≤ j < hi (the bounds clamped to 0..=16).
+#[inline]
+pub(super) fn lanes_between(lo: isize, hi: isize) -> u16 {
+    lane_mask(hi.clamp(0, 16) as usize) & !lane_mask(lo.clamp(0, 16) as usize)
+}
+
 /// One kernel call: C[0..rows, 0..width] (+)= A-panel · B[0..depth, 0..width].
 struct Tile<'a> {
     /// depth × MR, k-major.
