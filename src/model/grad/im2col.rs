@@ -9,11 +9,10 @@
 //! on an AVX-512 CPU goes 16 output columns per step through masked loads
 //! and a two-source permutation that picks every other input column (col2im
 //! adds all of a channel's taps to an input row at once there, see
-//! `avx512::scatter_planes`);
-//! any other plane row by row. All three write or add exactly the same
-//! values: copies are exact, and col2im's additions are the same single f32
-//! adds in the same order per element (column-matrix row after row), so the
-//! path taken never changes a result.
+//! `avx512::scatter_planes`); any other plane goes row by row. All three
+//! write or add exactly the same values: copies are exact, and col2im's
+//! additions are the same single f32 adds in the same order per element
+//! (column-matrix row after row), so the path taken never changes a result.
 
 use super::Elem;
 use super::conv::{Geom, Tap, Taps};
@@ -207,8 +206,8 @@ fn scatter_plane<T: Elem>(plane: &[T], g: &Geom, th: &Tap, tw: &Tap, dxplane: &m
 fn gather_plane_fast<T: Elem>(xplane: &[T], g: &Geom, th: &Tap, tw: &Tap, plane: &mut [T]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(p)) = (as_f32(xplane), as_f32_mut(plane)) {
-        // SAFETY: the caller checked AVX-512F (`vector_planes`) and a width
-        // stride ≤ 2; the slices are whole planes of `g`.
+        // SAFETY: the caller checked AVX-512F and width stride 2
+        // (`vector_planes`); the slices are whole planes of `g`.
         unsafe { avx512::gather_plane(x, g, th, tw, p) };
         return true;
     }
@@ -355,7 +354,6 @@ mod avx512 {
         dxplane: &mut [f32],
     ) {
         let (in_w, out_w, sh) = (g.input[2], g.out[2], g.stride[1]);
-        let out_plane = g.out[1] * out_w;
         let [_, height_taps, width_taps] = &taps.0;
         // Lanes 2k and 2k + 1 of the first (second) vector take value k (8 + k).
         let spread_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -403,7 +401,6 @@ mod avx512 {
                 }
             }
         }
-        debug_assert!(out_plane <= row_len);
     }
 }
 
