@@ -7,9 +7,10 @@
 //! three cases: a stride-1 plane as wide as the input is one contiguous run
 //! (one copy, then the padding entries cleared); a plane of width stride 2
 //! on an AVX-512 CPU goes 16 output columns per step through masked loads
-//! and a two-source permutation that picks every other input column (col2im
-//! adds all of a channel's taps to an input row at once there, see
-//! `avx512::scatter_planes`); any other plane goes row by row. All three
+//! and a two-source permutation that picks every other input column (col2im,
+//! for kernels wider than one column, adds all of a channel's taps to an
+//! input row at once there, see `avx512::scatter_planes`); any other plane
+//! goes row by row. All three
 //! write or add exactly the same values: copies are exact, and col2im's
 //! additions are the same single f32 adds in the same order per element
 //! (column-matrix row after row), so the path taken never changes a result.
@@ -86,8 +87,11 @@ pub(super) fn col2im<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &T
     let contiguous_rows = contiguous_rows(g);
     let [depth_taps, height_taps, width_taps] = &taps.0;
     // With one depth tap, od ↦ id is one-to-one: each plane is visited once,
-    // and is still the caller's zeros when it is.
-    let spread = vector_planes(g).then(|| Spread::new(g, width_taps, depth_taps.len() == 1));
+    // and is still the caller's zeros when it is. The vector path visits
+    // every input row and column; a 1-wide kernel at stride 2 reaches only
+    // every other one of each, which the row-by-row loop skips (the 1×1
+    // stride-2 shortcuts of a ResNet: ∂L/∂x a third faster that way).
+    let spread = (vector_planes(g) && g.kernel[2] > 1).then(|| Spread::new(g, width_taps, depth_taps.len() == 1));
     // The rows of one (channel, depth tap): one per (height, width) tap.
     let mut groups = col.chunks_exact_mut(out_len * height_taps.len() * width_taps.len());
     for dxc in dx.chunks_exact_mut(in_len).take(channels) {
