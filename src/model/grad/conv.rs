@@ -883,6 +883,9 @@ fn depthwise_backward<T: Elem>(x: &[T], w: &[T], dy: &[T], d: &Dims, dx: Option<
         {
             // SAFETY: as for the forward; dX is the caller's zeros.
             unsafe { depthwise::backward_x(w, dy, d, dxf) };
+            if dw.is_none() {
+                return;
+            }
             dx = None;
         }
         // SAFETY: the CPU has AVX-512F, checked just above.
@@ -981,16 +984,20 @@ fn depthwise_backward_rows<T: Elem>(
 /// giving the same bits.
 #[cfg(target_arch = "x86_64")]
 mod depthwise {
-    use super::{Dims, Taps};
+    use super::{Dims, Geom, Taps};
     use crate::model::grad::panel::{lane_mask, lanes_between};
     use std::arch::x86_64::*;
 
-    /// `rows` (row pairs [out_row, in_row, jd, jh]) grouped by `key` (0 or 1):
-    /// for every value of that row index, the pairs that have it, in `rows`
-    /// order (a stable counting sort).
-    fn grouped(rows: &[[usize; 4]], key: usize, count: usize) -> (Vec<usize>, Vec<[usize; 4]>) {
+    /// The geometry's taps and its row pairs [out_row, in_row, jd, jh]
+    /// grouped by output row (`key` 0) or input row (`key` 1): for every row
+    /// r, the pairs with that row are `pairs[start[r]..start[r + 1]]`, in
+    /// [`Taps::row_pairs`] order (a stable counting sort).
+    fn grouped(g: &Geom, key: usize) -> (Taps, Vec<usize>, Vec<[usize; 4]>) {
+        let taps = Taps::new(g);
+        let rows = taps.row_pairs(g);
+        let count = if key == 0 { g.out[0] * g.out[1] } else { g.input[0] * g.input[1] };
         let mut start = vec![0usize; count + 1];
-        for r in rows {
+        for r in &rows {
             start[r[key] + 1] += 1;
         }
         for i in 0..count {
@@ -998,11 +1005,11 @@ mod depthwise {
         }
         let mut fill = start.clone();
         let mut sorted = vec![[0usize; 4]; rows.len()];
-        for r in rows {
+        for r in &rows {
             sorted[fill[r[key]]] = *r;
             fill[r[key]] += 1;
         }
-        (start, sorted)
+        (taps, start, sorted)
     }
 
     /// # Safety
@@ -1012,9 +1019,7 @@ mod depthwise {
         let g = &d.geom;
         let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
         let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
-        let taps = Taps::new(g);
-        let rows_out = g.out[0] * g.out[1];
-        let (start, pairs) = grouped(&taps.row_pairs(g), 0, rows_out);
+        let (taps, start, pairs) = grouped(g, 0);
         assert!(y.len() == d.n * d.m * p && x.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
         for (plane, yp) in y.chunks_exact_mut(p).enumerate() {
             let (ni, mi) = (plane / d.m, plane % d.m);
@@ -1057,9 +1062,7 @@ mod depthwise {
         let g = &d.geom;
         let (mult, p, in_len, kk) = (d.m / d.c, g.out_len(), g.in_len(), g.kernel_len());
         let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
-        let taps = Taps::new(g);
-        let rows_in = g.input[0] * g.input[1];
-        let (start, pairs) = grouped(&taps.row_pairs(g), 1, rows_in);
+        let (taps, start, pairs) = grouped(g, 1);
         assert!(dy.len() == d.n * d.m * p && dx.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
         for (plane, dyp) in dy.chunks_exact(p).enumerate() {
             let (ni, mi) = (plane / d.m, plane % d.m);
