@@ -460,8 +460,9 @@ struct Conv {
 /// (backward: ∂L/∂col = Wᵀ·dY), packed once; for stride-1 convolutions also
 /// the flipped kernel W′[g] as [C/g, M/g·k], W′[c, (m, j′)] = W[m, c, k−1−j′]
 /// (backward as a convolution: ∂L/∂X = W′·col(dY), see [`Geom::adjoint`]).
-/// Ungrouped 3×3 stride-1 undilated convolutions also keep W and W′ in
-/// Winograd form (see [`Winograd`]).
+/// Ungrouped 3×3 stride-1 undilated convolutions also keep W and W′ for
+/// Winograd, transformed into the tile size a plane needs on first use
+/// (see [`Winograd`]).
 struct ConvPanels {
     forward: Vec<PackedRows>,
     transposed: Vec<PackedRows>,
@@ -532,10 +533,11 @@ pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> 
 
 /// `wg` and the plane geometry of `g`, when `wg` (of `rows` × `depth`
 /// channels; it exists only for ungrouped convolutions) applies to it: a
-/// 2-D 3×3 stride-1 undilated window with pads ≤ 2. The choice must not depend on the batch size (a sample's
-/// result does not depend on its batch), so it is taken even on 7×7 maps,
-/// where at batch 1 the 16 tiles fill half of the packed kernel's 32
-/// columns and Winograd is 0.9–1.0× the direct product (1.7× at batch 16).
+/// 2-D 3×3 stride-1 undilated window with pads ≤ 2. The choice must not
+/// depend on the batch size (a sample's result does not depend on its
+/// batch), so it is taken even on 7×7 maps, where at batch 1 the 16
+/// F(2×2) tiles fill half of the packed kernel's 32 columns and Winograd
+/// is 0.9–1.0× the direct product (1.7× at batch 16).
 fn winograd_for<'a>(wg: Option<&'a Winograd>, g: &Geom, rows: usize, depth: usize) -> Option<(&'a Winograd, Plane)> {
     let wg = wg.filter(|w| w.rows() == rows && w.depth() == depth)?;
     let square = g.kernel == [1, 3, 3] && g.stride == [1; 3] && g.dil[1..] == [1, 1];
