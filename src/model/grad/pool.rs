@@ -235,6 +235,123 @@ unsafe fn max_pool_2x2_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32],
     }
 }
 
+/// MaxPool's output and saved argmax for 2-D undilated windows of any size
+/// and padding with a width stride of 1 or 2, f32, on CPUs with AVX-512F
+/// (ResNet's 3×3/stride-2 pool with padding 1, for one): 16 windows of an
+/// output row per step, each window position a compare and two blends.
+/// The running best follows [`argmax`]'s scan exactly — positions in scan
+/// order, inside the input only, a later one replacing the best when
+/// greater or NaN — so winners and values are the same (tested); a window
+/// of padding only gives the lowest finite value and −1, as `forward` does
+/// for [`argmax`]'s `None`. `None` when the pool, the type or the CPU does
+/// not fit.
+fn max_pool_rows<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, Vec<i64>)> {
+    // Indices within a plane are computed in i32 lanes.
+    let small = i32::try_from(g.in_len()).is_ok();
+    let two_d = g.input[0] == 1 && g.kernel[0] == 1 && g.out[0] == 1;
+    let fits = small && two_d && g.dil == [1; 3] && (1..=2).contains(&g.stride[2]);
+    let xf = as_f32(x)?;
+    if !fits {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        let n = planes * g.out_len();
+        let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
+        // SAFETY: AVX-512F was detected; the geometry is 2-D, undilated, width stride 1 or 2.
+        unsafe { max_pool_rows_avx512(xf, planes, g, as_f32_mut(&mut y)?, &mut arg) };
+        return Some((y, arg));
+    }
+    let _ = (xf, planes);
+    None
+}
+
+/// # Safety
+/// AVX-512F is available; `g` is 2-D (depth 1), undilated, with width
+/// stride 1 or 2; `x` holds `planes` input planes, `y` and `arg`
+/// planes·out_h·out_w values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_rows_avx512(x: &[f32], planes: usize, g: &Geom, y: &mut [f32], arg: &mut [i64]) {
+    use super::panel::lanes_between;
+    use std::arch::x86_64::*;
+    let [_, in_h, in_w] = g.input;
+    let [_, out_h, out_w] = g.out;
+    let (in_len, sw, kw) = (g.in_len(), g.stride[2], g.kernel[2]);
+    let rows = g.windows(1);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Column of lane l relative to lane 0's: sw·l.
+    let step = _mm512_mullo_epi32(lane, _mm512_set1_epi32(sw as i32));
+    let mut o = 0;
+    for plane in 0..planes {
+        let xp = &x[plane * in_len..][..in_h * in_w];
+        for wh in rows.iter().take(out_h) {
+            for ow in (0..out_w).step_by(16) {
+                let live = lane_mask(out_w - ow);
+                let c0 = (ow * sw) as isize - g.pad_begin[2] as isize;
+                let (mut best, mut at, mut has) = (_mm512_set1_ps(f32::MIN), _mm512_set1_epi32(-1), 0 as __mmask16);
+                for jh in wh.lo..wh.hi {
+                    let r = (wh.start + jh as isize) as usize;
+                    let row = xp[r * in_w..][..in_w].as_ptr();
+                    for j in 0..kw {
+                        let c = c0 + j as isize;
+                        // Lanes whose column c + sw·l lies inside the row.
+                        let inside = live & {
+                            let (lo, hi) = (-c, in_w as isize - c);
+                            if sw == 1 {
+                                lanes_between(lo, hi)
+                            } else {
+                                lanes_between((lo + 1).div_euclid(2), (hi + 1).div_euclid(2))
+                            }
+                        };
+                        if inside == 0 {
+                            continue;
+                        }
+                        // SAFETY: only columns inside the row are loaded (masked-off
+                        // lanes are not accessed; their addresses may lie outside
+                        // the row, hence wrapping arithmetic).
+                        let v = unsafe {
+                            let p = row.wrapping_offset(c);
+                            if sw == 1 {
+                                _mm512_maskz_loadu_ps(inside, p)
+                            } else {
+                                // Lane l's column c + 2l is element 2l of the 32 from c.
+                                let (lo, hi) = (-c, in_w as isize - c);
+                                let a = _mm512_maskz_loadu_ps(lanes_between(lo, hi), p);
+                                let b = _mm512_maskz_loadu_ps(lanes_between(lo - 16, hi - 16), p.wrapping_add(16));
+                                _mm512_permutex2var_ps(a, even, b)
+                            }
+                        };
+                        let greater =
+                            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                        let take = inside & (!has | greater);
+                        best = _mm512_mask_mov_ps(best, take, v);
+                        let index = _mm512_add_epi32(_mm512_set1_epi32((r * in_w) as i32 + c as i32), step);
+                        at = _mm512_mask_mov_epi32(at, take, index);
+                        has |= inside;
+                    }
+                }
+                // Flat index into x; −1 stays for a window of padding only.
+                let base = _mm512_set1_epi64((plane * in_len) as i64);
+                let wide = |h: __m256i, taken: u8| {
+                    let h = _mm512_cvtepi32_epi64(h);
+                    _mm512_mask_add_epi64(h, taken, h, base)
+                };
+                let lo = wide(_mm512_castsi512_si256(at), has as u8);
+                let hi = wide(_mm512_extracti64x4_epi64::<1>(at), (has >> 8) as u8);
+                // SAFETY: the live outputs from o + ow lie inside y and arg.
+                unsafe {
+                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(o + ow), live, best);
+                    _mm512_mask_storeu_epi64(arg.as_mut_ptr().add(o + ow), live as u8, lo);
+                    _mm512_mask_storeu_epi64(arg.as_mut_ptr().wrapping_add(o + ow + 8), (live >> 8) as u8, hi);
+                }
+            }
+            o += out_w;
+        }
+    }
+}
+
 /// [`argmax`] for any window: padding, dilation, ceil mode.
 fn argmax_general<T: Elem>(x: &[T], planes: usize, g: &Geom, w: &[Vec<Win>; 3]) -> Vec<Option<usize>> {
     let in_len = g.in_len();
@@ -435,7 +552,7 @@ impl<T: Elem> Op<T> for MaxPool {
         let planes = x.shape()[0] * x.shape()[1];
         let shape = out_shape(x.shape(), &g);
         if !self.indices
-            && let Some((y, arg)) = max_pool_2x2(&xs, planes, &g)
+            && let Some((y, arg)) = max_pool_2x2(&xs, planes, &g).or_else(|| max_pool_rows(&xs, planes, &g))
         {
             return Ok(vec![Value::F(array(&shape, y)?), Value::I(array(&shape, arg)?)]);
         }
@@ -904,6 +1021,69 @@ mod tests {
                 assert_eq!(fast, general, "side {side} kernel {k} stride {s}");
                 assert_eq!(argmax(&x, 2, &g), fast);
             }
+        }
+    }
+
+    #[test]
+    fn row_pool_equals_the_general_scan_with_padding_ties_nans_and_signed_zeros() {
+        // (kernel, strides, pads [top, left, bottom, right], ceil mode, input h × w):
+        // ResNet's 3×3/2 pad 1, stride-1 windows, a width wider than its
+        // stride, pads on one side, ceil-mode overhang, and output widths
+        // below, at and past a 16-window vector (5 … 40); the last is the
+        // 2×2/2 pool with padding, which `max_pool_2x2` declines.
+        let cases: [([i64; 2], [i64; 2], [i64; 4], bool, [usize; 2]); 7] = [
+            ([3, 3], [2, 2], [1, 1, 1, 1], false, [12, 33]),
+            ([3, 3], [1, 1], [1, 1, 1, 1], false, [6, 40]),
+            ([2, 3], [1, 2], [0, 2, 1, 0], false, [7, 34]),
+            ([3, 2], [3, 2], [0, 0, 0, 0], true, [10, 31]),
+            ([1, 4], [2, 1], [0, 3, 0, 3], false, [5, 13]),
+            ([3, 3], [2, 2], [1, 1, 1, 1], true, [9, 64]),
+            ([2, 2], [2, 2], [1, 1, 1, 1], false, [6, 9]),
+        ];
+        for (k, (kernel, strides, pads, ceil, [h, w])) in cases.into_iter().enumerate() {
+            let n = node(
+                "MaxPool",
+                &[
+                    ("kernel_shape", ints(&kernel)),
+                    ("strides", ints(&strides)),
+                    ("pads", ints(&pads)),
+                    ("ceil_mode", Attr::Int(i64::from(ceil))),
+                ],
+            );
+            let g = pool_geometry(&Window::parse(&n).unwrap(), &[1, 2, h, w]).unwrap();
+            // Ties everywhere (values mod 5, negative so padding would win
+            // if it counted), NaNs, and a tie of −0 before +0.
+            let mut x: Vec<f32> = (0..2 * h * w).map(|i| ((i * 7) % 5) as f32 - 4.0).collect();
+            x[w + 3] = f32::NAN;
+            x[h * w + 2 * w + 5] = f32::NAN;
+            x[h * w + 2 * w + 6] = f32::NAN;
+            x[3 * w..3 * w + 2].copy_from_slice(&[-0.0, 0.0]);
+            // Plane 1's last three rows −∞: windows inside them must still
+            // pick their first position (not report "padding only").
+            x[2 * h * w - 3 * w..].fill(f32::NEG_INFINITY);
+            let Some((y, arg)) = max_pool_rows(&x, 2, &g) else {
+                eprintln!("no AVX-512F here: max_pool_rows declines and the general path is used");
+                return;
+            };
+            let general = argmax_general(&x, 2, &g, &windows(&g));
+            let want: Vec<i64> = general.iter().map(|a| a.map_or(-1, |i| i as i64)).collect();
+            assert_eq!(arg, want, "case {k}");
+            let want_y: Vec<u32> = general.iter().map(|a| a.map_or(f32::MIN, |i| x[i]).to_bits()).collect();
+            assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_y, "case {k}: values at the winners");
+        }
+        // Dilation, width stride 3 and f64 decline.
+        for (attrs, f64_input) in [
+            (vec![("kernel_shape", ints(&[2, 2])), ("dilations", ints(&[2, 2]))], false),
+            (vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[1, 3]))], false),
+            (vec![("kernel_shape", ints(&[3, 3]))], true),
+        ] {
+            let g = pool_geometry(&Window::parse(&node("MaxPool", &attrs)).unwrap(), &[1, 1, 9, 9]).unwrap();
+            let declined = if f64_input {
+                max_pool_rows(&[0.0f64; 81], 1, &g).is_none()
+            } else {
+                max_pool_rows(&[0.0f32; 81], 1, &g).is_none()
+            };
+            assert!(declined, "{attrs:?}");
         }
     }
 
