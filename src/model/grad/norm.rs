@@ -25,9 +25,37 @@ fn bn_affine<T: Elem>(inputs: &[Option<&Value<T>>], eps: f64) -> OpResult<(Vec<T
         Ok(p.iter().copied().collect())
     };
     let (scale, bias, mean, var) = (param(1, "scale")?, param(2, "bias")?, param(3, "mean")?, param(4, "var")?);
-    let k: Vec<T> = (0..c).map(|i| scale[i] / (var[i] + T::of(eps)).sqrt()).collect();
-    let s: Vec<T> = (0..c).map(|i| bias[i] - mean[i] * k[i]).collect();
-    Ok((k, s))
+    Ok(affine(&scale, &bias, &mean, &var, eps))
+}
+
+/// k_c = scale_c/√(var_c + ε) and s_c = bias_c − mean_c·k_c.
+fn affine<T: Elem>(scale: &[T], bias: &[T], mean: &[T], var: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
+    let k: Vec<T> = scale.iter().zip(var).map(|(&g, &v)| g / (v + T::of(eps)).sqrt()).collect();
+    let s: Vec<T> = bias.iter().zip(mean).zip(&k).map(|((&b, &m), &k)| b - m * k).collect();
+    (k, s)
+}
+
+/// The per-channel map y = k_c·x + s_c of BatchNormalization node `n` in
+/// inference mode, from its four constant parameters (scale, bias, mean,
+/// var), computed as the op computes it; `None` when the node would not
+/// build (training mode) or the parameters are not `channels` floats each.
+pub(super) fn batch_norm_affine<T: Elem>(
+    n: &Node,
+    params: [Option<&Value<T>>; 4],
+    channels: usize,
+) -> Option<(Vec<T>, Vec<T>)> {
+    if n.attr_int("training_mode").unwrap_or(0) != 0 {
+        return None;
+    }
+    let eps = n.attr_float("epsilon").map(f64::from).unwrap_or(1e-5);
+    let p: Vec<Vec<T>> = params
+        .iter()
+        .map(|v| match v {
+            Some(Value::F(a)) if a.len() == channels => Some(a.iter().copied().collect()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some(affine(&p[0], &p[1], &p[2], &p[3], eps))
 }
 
 /// y = k_c·x (+ s_c) per channel (axis 1). Contiguous inputs (the engine's
