@@ -95,7 +95,7 @@ impl Tile {
 }
 
 /// Planes with at least this many outputs per side use F(4×4, 3×3).
-const F4_FROM: usize = 20;
+const F4_FROM: usize = 14;
 
 /// A 3×3 kernel of `rows` output and `depth` input channels, in Winograd
 /// form for each tile size, transformed and packed when a plane first asks
