@@ -7,7 +7,9 @@
 //! evaluated every forward, differentiated every backward) or *shape-static*
 //! (depends on the image only through a gradient-stopping op such as Shape:
 //! evaluated every forward, never differentiated). Nodes that do not lead to
-//! the logits are ignored, so a final Softmax is never evaluated.
+//! the logits are ignored, so a final Softmax is never evaluated. An
+//! inference BatchNormalization that alone reads a Conv's output is folded
+//! into that Conv's constant weight and bias.
 
 use super::loss::{Loss, loss_and_dlogits};
 use super::{Backward, BuildCtx, Elem, Op, Value, registry};
@@ -351,7 +353,7 @@ impl<T: Elem> Engine<T> {
             const_vec[i] = Some(v);
         }
         keep_freed_memory();
-        Ok(Engine {
+        let engine = Engine {
             names,
             kinds: kind_vec,
             consts: const_vec,
@@ -360,7 +362,33 @@ impl<T: Elem> Engine<T> {
             input_dims: graph.input.shape.clone().unwrap_or_default(),
             logits,
             softmax_stripped: graph.softmax_tail().is_some(),
-        })
+        };
+        engine.warm_up();
+        Ok(engine)
+    }
+
+    /// One forward pass of a zero image at the input's declared size, so
+    /// that what ops prepare per input size on first use (each Winograd
+    /// kernel's transform into the tile its plane needs) is prepared while
+    /// the model loads, not inside the first attack step. Skipped when a
+    /// dimension other than the batch is symbolic; a failure is left for
+    /// the real forward pass to report.
+    fn warm_up(&self) {
+        let Some((batch, sample)) = self.input_dims.split_first() else { return };
+        let batch = match batch {
+            Dim::Fixed(n) => *n,
+            Dim::Symbolic(_) => 1,
+        };
+        let sample: Option<Vec<usize>> =
+            sample.iter().map(|d| if let Dim::Fixed(n) = d { Some(*n) } else { None }).collect();
+        if let Some(sample) = sample {
+            let shape: Vec<usize> = std::iter::once(batch).chain(sample).collect();
+            // A declared size past 16 Mi values is left to the real input (no
+            // gigabyte allocations while merely loading a hostile model).
+            if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| n <= 1 << 24) {
+                let _ = self.forward(ArrayD::zeros(IxDyn(&shape)));
+            }
+        }
     }
 
     /// True when the graph ended in Softmax/LogSoftmax and gradients are taken on its input.

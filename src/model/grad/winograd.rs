@@ -271,8 +271,10 @@ fn transform(w: ArrayView4<'_, f32>, tile: Tile) -> Vec<PackedRows> {
     for (m, c) in ndarray::indices((rows, depth)) {
         let g: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|s| f64::from(w[[m, c, r, s]])));
         // (G g)[i][s], then (G g Gᵀ)[i][j] = Σ_s (G g)[i][s]·G[j][s].
-        let gg: Vec<[f64; 3]> =
-            g_rows.iter().map(|gi| std::array::from_fn(|s| (0..3).map(|r| gi[r] * g[r][s]).sum())).collect();
+        let mut gg = [[0.0f64; 3]; 6];
+        for (gg, gi) in gg.iter_mut().zip(g_rows) {
+            *gg = std::array::from_fn(|s| (0..3).map(|r| gi[r] * g[r][s]).sum());
+        }
         for (xi, a) in a.iter_mut().enumerate() {
             let (i, j) = (xi / alpha, xi % alpha);
             a[[m, c]] = (0..3).map(|s| gg[i][s] * g_rows[j][s]).sum::<f64>() as f32;
