@@ -287,12 +287,15 @@ impl<T: Elem> Engine<T> {
             {
                 // The Conv now computes the BatchNormalization's output with
                 // W′ and b′ as new constants (W may be shared with other nodes).
-                for (v, suffix) in [(w, "weight"), (b, "bias")] {
-                    let id = id_of(&format!("{}::folded_{suffix}", node.name), &mut names);
+                // Their ids are fresh, not looked up by name: a model's own
+                // tensor may carry any name, these two included.
+                let [w_id, b_id] = [(w, "weight"), (b, "bias")].map(|(v, suffix)| {
+                    names.push(format!("{}::folded_{suffix}", node.name));
+                    let id = names.len() - 1;
                     kinds.insert(id, Kind::Const);
                     consts.insert(id, Value::F(v));
-                }
-                let (w_id, b_id) = (names.len() - 2, names.len() - 1);
+                    id
+                });
                 conv.inputs.resize(3, None);
                 conv.wrt.resize(3, false);
                 (conv.inputs[1], conv.inputs[2]) = (Some(w_id), Some(b_id));
