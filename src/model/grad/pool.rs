@@ -137,20 +137,37 @@ fn interior(g: &Geom, w: &[Vec<Win>; 3]) -> bool {
 /// the pool, the type or the CPU does not fit.
 fn max_pool_2x2<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, Vec<i64>)> {
     let window = g.kernel == [1, 2, 2] && g.stride[1..] == [2, 2] && g.dil == [1; 3] && g.out[0] == 1;
-    let xf = as_f32(x)?;
     if !window || !interior(g, &windows(g)) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let n = planes * g.out_len();
-        let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
-        // SAFETY: AVX-512F was detected; the geometry is the interior 2×2/stride-2 one.
-        unsafe { max_pool_2x2_avx512(xf, planes, g, as_f32_mut(&mut y)?, &mut arg) };
-        return Some((y, arg));
+    return avx512_pool(x, planes, g, max_pool_2x2_avx512);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, planes);
+        None
     }
-    let _ = (xf, planes);
-    None
+}
+
+/// MaxPool's output and saved argmax, sized for `g` and filled by `kernel`
+/// (an AVX-512 pool whose geometry the caller has checked), when `T` is f32
+/// and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+fn avx512_pool<T: Elem>(
+    x: &[T],
+    planes: usize,
+    g: &Geom,
+    kernel: unsafe fn(&[f32], usize, &Geom, &mut [f32], &mut [i64]),
+) -> Option<(Vec<T>, Vec<i64>)> {
+    let xf = as_f32(x)?;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return None;
+    }
+    let n = planes * g.out_len();
+    let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
+    // SAFETY: AVX-512F was detected; the caller checked the geometry `kernel` needs.
+    unsafe { kernel(xf, planes, g, as_f32_mut(&mut y)?, &mut arg) };
+    Some((y, arg))
 }
 
 /// # Safety
@@ -250,20 +267,16 @@ fn max_pool_rows<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, V
     let small = i32::try_from(g.in_len()).is_ok();
     let two_d = g.input[0] == 1 && g.kernel[0] == 1 && g.out[0] == 1;
     let fits = small && two_d && g.dil == [1; 3] && (1..=2).contains(&g.stride[2]);
-    let xf = as_f32(x)?;
     if !fits {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let n = planes * g.out_len();
-        let (mut y, mut arg) = (vec![T::zero(); n], vec![0i64; n]);
-        // SAFETY: AVX-512F was detected; the geometry is 2-D, undilated, width stride 1 or 2.
-        unsafe { max_pool_rows_avx512(xf, planes, g, as_f32_mut(&mut y)?, &mut arg) };
-        return Some((y, arg));
+    return avx512_pool(x, planes, g, max_pool_rows_avx512);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, planes);
+        None
     }
-    let _ = (xf, planes);
-    None
 }
 
 /// # Safety

@@ -502,6 +502,12 @@ mod avx512 {
             4 * (self.tx0 as isize - self.lane0 as isize) - shift as isize
         }
 
+        /// At most 7 tiles: their 4·count + 2 ≤ 30 input columns fit two
+        /// vectors loaded from the part's first column.
+        fn narrow(&self) -> bool {
+            self.count <= 7
+        }
+
         fn lanes(&self) -> __mmask16 {
             super::super::panel::lanes_between(self.lane0 as isize, (self.lane0 + self.count) as isize)
         }
@@ -566,15 +572,16 @@ mod avx512 {
         let next = [next(0), next(1)];
         let four_l = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
         steps(tys, tw, |offset, live, parts| {
-            // Per part: where lane 0's columns start and the load masks (the
-            // columns its tiles read, clipped to the row). A part of at most
-            // 7 tiles reads 4·count + 2 ≤ 30 columns: two vectors loaded from
-            // its first column, lane l taking column 4·(l − lane0) + k.
+            // Per part: where the loads start and their masks (the columns
+            // its tiles read, clipped to the row). A narrow part loads two
+            // vectors from its first column, lane l taking column
+            // 4·(l − lane0) + k.
             let mut plans = [(0isize, [0 as __mmask16; 5]); 16];
             for (part, plan) in parts.iter().zip(&mut plans) {
-                let narrow = part.count <= 7;
-                let base = if narrow { 4 * part.tx0 as isize - pl as isize } else { part.base(pl) };
-                let first = if narrow { base } else { base + 4 * part.lane0 as isize };
+                let narrow = part.narrow();
+                // The part's first column; lane 0 reads from there (narrow) or 4·lane0 before it.
+                let first = 4 * part.tx0 as isize - pl as isize;
+                let base = if narrow { first } else { part.base(pl) };
                 let (lo, hi) = (first.max(0), (first + 4 * part.count as isize + 2).min(iw as isize));
                 let masks = std::array::from_fn(|q| {
                     let at = base + 16 * q as isize;
@@ -595,7 +602,7 @@ mod avx512 {
                         if masks[q] == 0 { _mm512_setzero_ps() } else { _mm512_maskz_loadu_ps(masks[q], p) }
                     });
                     let lanes = part.lanes();
-                    if part.count <= 7 {
+                    if part.narrow() {
                         // 4·(l − lane0) + k (wrapping in lanes outside the part, which are not kept).
                         let at = _mm512_sub_epi32(four_l, _mm512_set1_epi32(4 * part.lane0 as i32));
                         for (k, d) in d.iter_mut().enumerate() {
