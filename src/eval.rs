@@ -182,6 +182,9 @@ pub struct CheckInputs {
     pub gradients: Option<(usize, usize, usize)>,
     /// Samples whose logits differed between two identical forward passes, of how many.
     pub nondeterministic: (usize, usize),
+    /// Per sample, how far the verdict logits were from tract's on the clean
+    /// image (`SampleChecks::engine_gap`); empty without a gradient engine.
+    pub engine_gaps: Vec<f32>,
     /// Directional-derivative checks: (g·d, central difference) per probe.
     pub directional: Vec<(f64, f64)>,
     /// Saved adversarial files whose read-back prediction differed from the recorded one, of how many.
@@ -336,6 +339,35 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
             format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"),
         )
     });
+    if !inp.engine_gaps.is_empty() {
+        // Verdicts are the engine's wherever the top two logits are more than
+        // NEAR_TIE apart; a margin moves by at most twice the gap, so a gap
+        // of NEAR_TIE / 8 leaves a 4× reserve for the adversarial images.
+        let limit = crate::model::onnx::NEAR_TIE / 8.0;
+        let n = inp.engine_gaps.len();
+        let worst = inp.engine_gaps.iter().fold(0f32, |m, &g| if g.is_nan() { f32::NAN } else { m.max(g) });
+        let over = inp.engine_gaps.iter().filter(|&&g| !(g <= limit)).count();
+        out.push(if over == 0 {
+            check(
+                "engine_matches_tract",
+                Status::Pass,
+                format!(
+                    "the gradient engine's logits matched tract's to {worst:.1e} (relative) on all {n} clean samples; \
+                     verdicts within {} of a tie are tract's",
+                    crate::model::onnx::NEAR_TIE
+                ),
+            )
+        } else {
+            check(
+                "engine_matches_tract",
+                Status::Fail,
+                format!(
+                    "the gradient engine's logits differ from tract's by up to {worst:.1e} (relative; limit {limit:.1e}) \
+                     on {over} of {n} clean samples: its gradients, and the verdicts it decides, cannot be trusted"
+                ),
+            )
+        });
+    }
     if let Some((bad, total)) = inp.round_trip {
         out.push(if bad == 0 {
             check(
@@ -484,6 +516,7 @@ pub fn aggregate(r: &mut Results, classes: usize) -> Result<(), String> {
         gradients,
         nondeterministic: (data.iter().filter(|d| d.nondeterministic).count(), n),
         round_trip: measured(&|d| d.round_trip.map(|ok| !ok)),
+        engine_gaps: data.iter().filter_map(|d| d.engine_gap).collect(),
         directional: data
             .iter()
             .filter_map(|d| d.directional)
@@ -570,6 +603,8 @@ mod tests {
             eps_zero: Some((0, 10)),
             gradients: Some((0, 0, 10)),
             nondeterministic: (0, 10),
+            // NEAR_TIE / 8 = 1.25e-4 is the limit; the committed models measure ~1e-6.
+            engine_gaps: vec![1e-6, 0.0, 1.2e-4],
             directional: vec![(1.0, 1.001)],
             round_trip: Some((0, 2)),
         };
@@ -585,6 +620,7 @@ mod tests {
         bad.gradients = Some((3, 0, 10));
         bad.nondeterministic = (2, 10);
         bad.directional = vec![(1.0, -0.5)];
+        bad.engine_gaps = vec![1e-6, 1.3e-4];
         let flagged = trust_checks(&bad);
         assert_eq!(status(&flagged, "monotone_in_eps"), Status::Warn);
         assert_eq!(status(&flagged, "no_gradient_masking"), Status::Warn);
@@ -594,6 +630,11 @@ mod tests {
         assert_eq!(status(&flagged, "gradients_finite"), Status::Warn);
         assert_eq!(status(&flagged, "model_deterministic"), Status::Fail);
         assert_eq!(status(&flagged, "directional_derivative"), Status::Warn);
+        assert_eq!(status(&flagged, "engine_matches_tract"), Status::Fail);
+        bad.engine_gaps = vec![f32::NAN];
+        assert_eq!(status(&trust_checks(&bad), "engine_matches_tract"), Status::Fail);
+        bad.engine_gaps.clear();
+        assert!(trust_checks(&bad).iter().all(|c| c.name != "engine_matches_tract"), "not measured, not shown");
         bad.gradients = Some((0, 1, 10));
         assert_eq!(status(&trust_checks(&bad), "gradients_finite"), Status::Fail);
     }

@@ -185,12 +185,25 @@ struct Counted<'a> {
 
 // Every model evaluation first checks for Ctrl-C/SIGTERM, so a run stops
 // within one forward or backward pass, even inside a long attack.
+impl Counted<'_> {
+    /// tract's own logits, for the `engine_matches_tract` check; `None`
+    /// when the model has no gradient engine (then every verdict is tract's).
+    fn tract_logits(&self, x: &ArrayD<f32>) -> Result<Option<Array2<f32>>, Error> {
+        if self.model.engine().is_err() {
+            return Ok(None);
+        }
+        crate::interrupt::check()?;
+        self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
+        Ok(Some(self.model.session()?.logits(x.clone())?))
+    }
+}
+
 impl Objective for Counted<'_> {
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
         crate::interrupt::check()?;
         self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
-        // Called from inside a worker: one session, no nested fan-out.
-        self.model.session()?.logits(x.clone())
+        // Called from inside a worker: sample by sample, no nested fan-out.
+        self.model.verdict_logits(x)
     }
     fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
         crate::interrupt::check()?;
@@ -606,7 +619,8 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let runs_count = attacks.len() * req.eps.len();
 
     // Everything per sample, one batch at a time: decode, predict clean
-    // (twice, for the determinism check), every attack at every ε, the
+    // (twice, for the determinism check, and once more by tract alone, for
+    // the engine_matches_tract check), every attack at every ε, the
     // trust checks and the minimal ε. A batch's pixels are dropped when it
     // is done.
     let attack_started = Instant::now();
@@ -621,6 +635,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             let x_all = loader.stack(chunk)?;
             let z = objective.logits(&x_all)?;
             let again = objective.logits(&x_all)?;
+            let tract = counted.tract_logits(&groups[g].pipeline.forward(&x_all))?;
             let mut out = ChunkResult { samples: Vec::new(), run_seconds: vec![0.0; runs_count], other_seconds: 0.0 };
             // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
             let mut keep = Vec::new();
@@ -671,6 +686,9 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     outcomes: Vec::new(),
                     checks: SampleChecks {
                         nondeterministic: z.row(k).iter().zip(again.row(k)).any(|(p, q)| p.to_bits() != q.to_bits()),
+                        engine_gap: tract
+                            .as_ref()
+                            .map(|t| crate::model::onnx::relative_gap(&z.row(k).to_vec(), &t.row(k).to_vec())),
                         ..Default::default()
                     },
                     drop: 0.0,

@@ -44,10 +44,9 @@ use sha2::{Digest, Sha256};
 pub trait Objective: Sync {
     /// Logits `[n, classes]` for a batch `[n, ...]`: the predictions the
     /// evaluation reports, so attacks decide "fooled?" on these. For a
-    /// [`Classifier`] they come from tract, not from the gradient engine's
-    /// own forward pass: the two agree to ~1e-6 on the committed CNN but
-    /// differ by up to ~7e-4 on the mixed-ops model, enough to disagree on a
-    /// near-tie.
+    /// [`Classifier`] they are [`Classifier::verdict_logits`]: the gradient
+    /// engine's forward pass, whose argmax is tract's because every near-tie
+    /// is left to tract.
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error>;
 
     /// Per-sample objectives (to maximise, see [`Loss`]) and ∂(Σ objectives)/∂x.
@@ -57,7 +56,7 @@ pub trait Objective: Sync {
 
 impl Objective for Classifier {
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
-        Classifier::logits(self, x, x.shape()[0].max(1))
+        self.verdict_logits(x)
     }
 
     fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {

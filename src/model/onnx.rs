@@ -3,7 +3,10 @@
 //! batch 1 when the batch axis is symbolic; shared by all workers, whose
 //! tract states are pooled and reused) and differentiated by our [`Engine`]. tract's output is set to the logits
 //! (the input of a final Softmax, when there is one), so predictions,
-//! confidences and losses all come from the same tensor.
+//! confidences and losses all come from the same tensor. Verdicts
+//! ([`Classifier::verdict_logits`]) are the engine's forward pass wherever
+//! it is clear of a tie, and tract's where it is not, so their argmax is
+//! tract's as long as the two differ by less than half the tie threshold.
 
 use super::grad::{Engine, Loss, engine::LossGrad};
 use super::graph::{Dim, Graph};
@@ -161,11 +164,91 @@ impl Classifier {
         ndarray::concatenate(Axis(0), &views).map_err(|e| self.tract_err(e))
     }
 
+    /// Logits to decide on: the gradient engine's forward pass, one sample
+    /// at a time, with every near-tie re-run by tract. Their argmax is
+    /// tract's while the two differ by less than `NEAR_TIE / 2` (see
+    /// [`NEAR_TIE`]); without an engine they are tract's own.
+    /// One sample at a time, so a row never depends on its batch.
+    pub fn verdict_logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
+        self.verdict_logits_within(x, NEAR_TIE)
+    }
+
+    /// [`Classifier::verdict_logits`] with the near-tie threshold as a
+    /// parameter: `f32::INFINITY` sends every row to tract, `0.0` none.
+    pub fn verdict_logits_within(&self, x: &ArrayD<f32>, near_tie: f32) -> Result<Array2<f32>, Error> {
+        let Ok(engine) = self.engine.as_ref() else {
+            return self.session()?.logits(x.clone());
+        };
+        let n = x.shape().first().copied().unwrap_or(0);
+        let mut rows: Vec<Array2<f32>> = Vec::with_capacity(n);
+        let mut session = None;
+        for i in 0..n {
+            let xi = x.slice_axis(Axis(0), (i..i + 1).into()).to_owned();
+            let z = engine.forward(xi.clone())?.logits().clone();
+            rows.push(if is_near_tie(z.row(0).as_slice().unwrap_or(&[]), near_tie) {
+                let tract = match &mut session {
+                    Some(s) => s,
+                    None => session.insert(self.session()?),
+                };
+                tract.logits(xi)?
+            } else {
+                z
+            });
+        }
+        if rows.is_empty() {
+            return self.session()?.logits(x.clone());
+        }
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| self.tract_err(format!("stacking logits: {e}")))
+    }
+
     /// Per-sample objectives and their exact input gradient (`f32`).
     pub fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
         let engine = self.engine.as_ref().map_err(|e| GradError::Graph(e.to_string()))?;
         Ok(engine.loss_and_grad(x, classes, loss)?)
     }
+}
+
+/// How close two logits may come, relative to max(1, max |z|), before a
+/// verdict is left to tract. The engine and tract each match PyTorch to
+/// 1e-4 on logits of magnitude ≲ 10 (`tests/gradients_match_pytorch.rs`),
+/// so a margin can move by at most 4e-4 between them; on the committed
+/// models they differ by at most ~6e-6. `run.rs` measures the gap on every
+/// clean sample (the `engine_matches_tract` check, which fails above
+/// `NEAR_TIE / 8`).
+pub const NEAR_TIE: f32 = 1e-3;
+
+/// Whether the top two of `z` are within `near_tie` (relative to
+/// max(1, max |z|)) of each other, or `z` is not all finite: then only tract
+/// may decide.
+pub fn is_near_tie(z: &[f32], near_tie: f32) -> bool {
+    if z.len() < 2 {
+        return !z.iter().all(|v| v.is_finite());
+    }
+    let (mut first, mut second, mut scale) = (f32::NEG_INFINITY, f32::NEG_INFINITY, 1f32);
+    for &v in z {
+        if !v.is_finite() {
+            return true;
+        }
+        scale = scale.max(v.abs());
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    !(first - second > near_tie * scale)
+}
+
+/// The gap between two logit rows, relative to max(1, max |z|) of the
+/// first: what [`NEAR_TIE`] must cover. NaN when either is not finite.
+pub fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || !a.iter().chain(b).all(|v| v.is_finite()) {
+        return f32::NAN;
+    }
+    let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
 }
 
 /// tract's optimised plan up to the logits. `input` fixes the input shape
@@ -263,5 +346,37 @@ impl Session<'_> {
         out.to_owned()
             .into_shape_with_order((total, classes))
             .map_err(|e| m.tract_err(format!("logits of shape {:?}: {e}", out.shape())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_ties_are_measured_against_the_larger_of_one_and_the_largest_logit() {
+        // Margin 0.2 at scale 1: a tie only for thresholds ≥ 0.2.
+        assert!(!is_near_tie(&[0.1, -0.1], 1e-3));
+        assert!(is_near_tie(&[0.1, -0.1], 0.2));
+        // Margin 0.05 at scale 100 (relative 5e-4): within 1e-3.
+        assert!(is_near_tie(&[100.0, 99.95, -3.0], 1e-3));
+        assert!(!is_near_tie(&[100.0, 99.0, -3.0], 1e-3));
+        // The runner-up may come first; an exact tie is always one.
+        assert!(is_near_tie(&[-2.0, 5.0, 5.0], 0.0));
+        assert!(!is_near_tie(&[-2.0, 5.0, 4.0], 1e-3));
+        // Anything not finite goes to tract, as does a single logit that is not.
+        assert!(is_near_tie(&[f32::NAN, 1.0], 1e-3));
+        assert!(is_near_tie(&[f32::INFINITY, 1.0], 1e-3));
+        assert!(!is_near_tie(&[3.0], 1e-3));
+        assert!(is_near_tie(&[f32::NAN], 1e-3));
+    }
+
+    #[test]
+    fn the_gap_is_the_largest_difference_over_the_first_rows_scale() {
+        assert_eq!(relative_gap(&[0.5, -0.5], &[0.5, -0.25]), 0.25);
+        // Scale max(1, 8) = 8: a difference of 2 is 0.25.
+        assert_eq!(relative_gap(&[8.0, -1.0], &[6.0, -1.0]), 0.25);
+        assert!(relative_gap(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+        assert!(relative_gap(&[1.0], &[1.0, 2.0]).is_nan());
     }
 }
