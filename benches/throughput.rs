@@ -1,7 +1,10 @@
-//! Throughput of the three kernels an attack is made of, per model, at batch
+//! Throughput of the kernels an attack is made of, per model, at batch
 //! 1 and 16, on 1 and 2 threads:
-//! - `forward`: tract's optimised plan (`Classifier::logits`), the
-//!   predictions every attack and evaluation makes;
+//! - `forward`: tract's optimised plan (`Classifier::logits`), the reference
+//!   runtime (issue 6's target: forward + backward ≤ 2× this);
+//! - `verdict`: `Classifier::verdict_logits`, the predictions every attack
+//!   and evaluation makes (our engine's forward pass, one sample at a time,
+//!   tract at near-ties);
 //! - `forward_backward`: our engine's forward pass plus the exact reverse pass
 //!   for the cross-entropy loss (`Classifier::loss_and_grad`);
 //! - `pgd_step`: one L∞ PGD step as the attack runs it (`Pgd::run` with
@@ -139,6 +142,15 @@ fn setup(case: &str) -> Option<Setup> {
 fn forward(bencher: divan::Bencher, case: &str) {
     let Some(s) = setup(case) else { return };
     bencher.counter(ItemsCount::new(s.n)).bench(|| s.pool.install(|| s.model.logits(&s.images, s.batch).unwrap()));
+}
+
+#[divan::bench(args = CASES, sample_count = 20, max_time = MAX_SECONDS)]
+fn verdict(bencher: divan::Bencher, case: &str) {
+    let Some(s) = setup(case) else { return };
+    let starts = s.starts();
+    bencher.counter(ItemsCount::new(s.n)).bench(|| {
+        s.pool.install(|| starts.par_iter().map(|&i| s.model.verdict_logits(&s.chunk(i)).unwrap().sum()).sum::<f32>())
+    });
 }
 
 #[divan::bench(args = CASES, sample_count = 20, max_time = MAX_SECONDS)]
