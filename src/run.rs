@@ -187,9 +187,9 @@ struct Counted<'a> {
 // within one forward or backward pass, even inside a long attack.
 impl Counted<'_> {
     /// tract's own logits, for the `engine_matches_tract` check; `None`
-    /// when the model has no gradient engine (then every verdict is tract's).
+    /// when every verdict is tract's anyway (see `Classifier::verdicts_by_engine`).
     fn tract_logits(&self, x: &ArrayD<f32>) -> Result<Option<Array2<f32>>, Error> {
-        if self.model.engine().is_err() {
+        if !self.model.verdicts_by_engine() {
             return Ok(None);
         }
         crate::interrupt::check()?;

@@ -50,3 +50,29 @@ fn every_sample_gets_its_own_logits_for_any_count_and_plan_batch() {
         }
     }
 }
+
+/// Verdicts on a model whose batch is fixed at 4 are tract's own (the
+/// engine runs one sample at a time, which such a model does not accept);
+/// on a symbolic or batch-1 model, the engine's where clear of a tie. Either
+/// way every sample gets its logits, for any count.
+#[test]
+fn verdicts_run_on_every_plan_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    for batch in [-1, 1, 4] {
+        let path = write(dir.path(), &format!("batch_{batch}.onnx"), &classifier(batch));
+        let model = Classifier::load(&path).unwrap();
+        for n in [1usize, 5] {
+            let x = ArrayD::from_shape_fn(IxDyn(&[n, 1, 2, 2]), |i| (i[0] * 4 + i[2] * 2 + i[3]) as f32 * 0.25 - 1.0);
+            let verdict = model.verdict_logits(&x).unwrap_or_else(|e| panic!("batch {batch}, {n} samples: {e}"));
+            let tract = model.session().unwrap().logits(x.clone()).unwrap();
+            assert_eq!(verdict.dim(), (n, 2), "batch {batch}, {n} samples");
+            if batch == 4 {
+                assert_eq!(verdict, tract, "batch 4: tract's own");
+            }
+            // A linear model of quarter-steps: the two runtimes agree to rounding.
+            for (v, t) in verdict.iter().zip(&tract) {
+                assert!((v - t).abs() < 1e-5, "batch {batch}, {n} samples: {v} vs {t}");
+            }
+        }
+    }
+}

@@ -47,8 +47,9 @@
 //!   `--min-eps`: `null` when even the largest ε did not flip it. `check_data` is the sample's raw
 //!   trust-check data: `{nondeterministic}` (its logits differed between two identical forward
 //!   passes), and when measured `engine_gap` (max |verdict logit − tract's| on the clean image,
-//!   relative to max(1, max |logit|); a model with a gradient engine only), `eps_zero_changed` (the first attack, replayed at ε = 0 for
-//!   `run::ZERO_CHECK_STEPS` steps of one restart, changed its prediction),
+//!   relative to max(1, max |logit|); only where the engine gives the verdicts),
+//!   `eps_zero_changed` (the first attack, replayed at ε = 0 for `run::ZERO_CHECK_STEPS` steps of
+//!   one restart, changed its prediction),
 //!   `gradient_zero` / `gradient_nonfinite` (its clean-input gradient is all zero / has NaN or
 //!   Inf), `directional: [g·d, central difference]` (f32; only the first 4 samples are probed),
 //!   `round_trip` (with `--save-adversarial`: its written adversarial file, read back through the
@@ -319,9 +320,10 @@ pub struct SampleChecks {
     pub nondeterministic: bool,
     /// max |z_verdict − z_tract| / max(1, max |z_verdict|) on the clean
     /// image: how far the verdict logits (the gradient engine's forward
-    /// pass, tract's at near-ties) are from tract's own. `None` without a
-    /// gradient engine. Both are finite on every evaluated sample: a sample
-    /// with non-finite clean logits is skipped.
+    /// pass, tract's at near-ties) are from tract's own. `None` when every
+    /// verdict is tract's (no gradient engine, or a batch fixed above 1).
+    /// Both are finite on every evaluated sample: a sample with non-finite
+    /// clean logits is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_gap: Option<f32>,
     /// The first attack, replayed at ε = 0 (`run::ZERO_CHECK_STEPS` steps, one restart), changed its prediction.
