@@ -8,10 +8,10 @@ baseline, JPEG 2000), multi-frame, colour (RGB planar and interleaved,
 YBR_FULL_422), 1-bit, 32-bit, a Modality LUT Sequence, MONOCHROME1 and a
 few hostile headers; PNG in every colour type and bit depth plus JPEG; tiny
 ONNX classifiers. DICOM is written by hand below (no pydicom needed);
-images by Pillow, models by the `onnx` package (both in /work/venv).
+images by Pillow, models by the `onnx` package (pip: pillow, onnx).
 
 Deterministic: the same files every run. Run from the repository root:
-    /work/venv/bin/python fuzz/make_seeds.py
+    python3 fuzz/make_seeds.py
 """
 
 import io

@@ -3,7 +3,9 @@
 
 One command (from the repository root, after `cargo build --release`):
 
-    /work/venv/bin/python benches/peer/speed.py [--threads 2] [--reps 3] [--label after]
+    python3 benches/peer/speed.py [--threads 2] [--reps 3] [--label after]
+
+with the packages of models/requirements.txt plus torchattacks==3.5.1 and pillow installed.
 
 For every committed model (models/*.onnx) and a ResNet-18-shaped 224×224×3 classifier generated
 here (random weights, BatchNorm statistics calibrated on the benchmark images so activations stay
@@ -415,6 +417,13 @@ def bench_model(args, name: str, model: str, data: dict, n_expected: int) -> dic
     return r
 
 
+def pilot_text(pilot, chosen):
+    """One tool's pilot figures, or the only batch size it had (no pilot run)."""
+    if not pilot:
+        return f"b{chosen} only (no pilot)"
+    return ", ".join(f"b{b} {fmt(v)}" for b, v in pilot.items())
+
+
 def fmt(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
@@ -447,9 +456,8 @@ def markdown(args, results: list[dict], meta: dict) -> str:
         f"{r['model']}: advscan {', '.join(fmt(v) for v in r['advscan_ips_all'])} / torchattacks "
         f"{', '.join(fmt(v) for v in r['torch_ips_all'])}" for r in results) + ".", "",
         "Pilot (img/s by batch size, one run each): " + "; ".join(
-        f"{r['model']}: advscan " + ", ".join(f"b{b} {fmt(v)}" for b, v in r["pilot_advscan"].items())
-        + " / torchattacks " + ", ".join(f"b{b} {fmt(v)}" for b, v in r["pilot_torch"].items()) for r in results)
-        + ".", ""]
+        f"{r['model']}: advscan {pilot_text(r['pilot_advscan'], r['advscan_batch'])}"
+        f" / torchattacks {pilot_text(r['pilot_torch'], r['torch_batch'])}" for r in results) + ".", ""]
     mem = [r for r in results if "memory" in r]
     if mem:
         L += [f"## Peak resident memory (MiB, whole process, {T} threads, best batch size)", "",

@@ -88,7 +88,7 @@ impl Tile {
     /// F(4×4) does 2.25 products per output against F(2×2)'s 4, but its
     /// transforms cost about as much per output and a plane that is not a
     /// multiple of 4 wastes more of them; measured on Zen 4, it wins from
-    /// about 14 outputs per side (see `benches/README.md`).
+    /// about 14 outputs per side (see `benches/HISTORY.md`, seventh pass).
     fn for_plane(plane: &Plane) -> Tile {
         if plane.out[0].min(plane.out[1]) >= F4_FROM { Tile::F4 } else { Tile::F2 }
     }
