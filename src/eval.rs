@@ -183,7 +183,7 @@ pub struct CheckInputs {
     /// Samples whose logits differed between two identical forward passes, of how many.
     pub nondeterministic: (usize, usize),
     /// Per sample, how far the verdict logits were from tract's on the clean
-    /// image (`SampleChecks::engine_gap`); empty without a gradient engine.
+    /// image (`SampleChecks::engine_gap`); empty when every verdict is tract's.
     pub engine_gaps: Vec<f32>,
     /// Directional-derivative checks: (g·d, central difference) per probe.
     pub directional: Vec<(f64, f64)>,

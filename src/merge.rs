@@ -302,7 +302,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeOutcome, MergeError>
     if let Some(manifest) = &manifest {
         crate::report::write_atomic(&staging.path().join(crate::run::MANIFEST_FILE), manifest.as_bytes())?;
     }
-    crate::report::write_atomic(&staging.path().join("results.json"), merged.to_json().as_bytes())?;
+    crate::report::write_atomic_with(&staging.path().join("results.json"), |w| merged.write_json(w))?;
     Ok(MergeOutcome { results: merged, staging })
 }
 

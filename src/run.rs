@@ -1171,7 +1171,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     if !req.anonymize {
         crate::report::write_atomic(&staging.path().join(MANIFEST_FILE), manifest.as_bytes())?;
     }
-    crate::report::write_atomic(&staging.path().join("results.json"), results.to_json().as_bytes())?;
+    crate::report::write_atomic_with(&staging.path().join("results.json"), |w| results.write_json(w))?;
     Ok(RunOutcome { results, staging })
 }
 

@@ -28,12 +28,16 @@ in a sane range; written to target/bench-models/resnet18_224.onnx, never committ
   covers the attack and the evaluation of the adversarial images; torchattacks: the same loop,
   attack then prediction, timed inside the process, one pass, no warm-up), and also images /
   whole-process wall time (process start to exit: loading, conversion, reports included);
-- peak resident memory (ru_maxrss from os.wait4 of each child process, so each figure is that
-  process's own) of a 1,000-image and a 100-image run for every committed model.
+- peak resident memory of a 1,000-image and a 100-image run for every committed model, as GNU
+  time's %M (the maximum RSS of the process it forks). Not os.wait4 of our own child: Linux
+  carries the RSS of the forked copy of this script into the child's ru_maxrss across exec, so
+  every figure below this script's own size (≥ 30 MiB with numpy and Pillow, ~900 MiB after
+  importing torch) would read as that size. For the same reason the ResNet-18 export, which
+  imports torch, runs in a child process.
 
 Writes a markdown report to benches/peer/speed.md (or --md) and the raw figures beside it as JSON.
 Python is used only here (not in .ci/run). Prerequisites: the venv of compare_torchattacks.py
-plus torchvision (for the ResNet-18 architecture).
+plus torchvision (for the ResNet-18 architecture), and GNU time at /usr/bin/time (Debian: time).
 """
 
 from __future__ import annotations
@@ -303,20 +307,27 @@ def torch_worker(spec: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_child(cmd: list[str], env: dict | None = None) -> tuple[str, float, float]:
-    """Runs cmd; returns (stdout, wall seconds, peak RSS in MiB of that process, from wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Runs cmd under GNU time; returns (stdout, wall seconds, peak RSS in MiB of that process).
+    GNU time forks cmd from its own small image, so the figure is cmd's alone (see the module
+    docstring for why os.wait4 here would not be)."""
+    if not os.access(GNU_TIME, os.X_OK):
+        raise SystemExit(f"{GNU_TIME} not found: install GNU time (Debian: apt install time)")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
+        p = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name] + cmd, stdout=out, stderr=err, env=env)
         wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
-    if p.returncode != 0:
-        raise RuntimeError(f"exit {p.returncode}: {' '.join(cmd)}\n{stderr[-3000:]}")
-    return stdout, wall, ru.ru_maxrss / 1024.0  # Linux: ru_maxrss in KiB
+        if p.returncode != 0:
+            raise RuntimeError(f"exit {p.returncode}: {' '.join(cmd)}\n{stderr[-3000:]}")
+        max_rss_kib = float(rss.read().split()[-1])
+    return stdout, wall, max_rss_kib / 1024.0
 
 
 def run_torch(model: str, csv_path: str, threads: int, batch_sizes: list[int]) -> dict:
@@ -513,6 +524,9 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "_torch":
         print(json.dumps(torch_worker(json.loads(sys.argv[2]))))
         return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "_resnet18":
+        make_resnet18(sys.argv[2])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
@@ -552,7 +566,8 @@ def main() -> int:
         if name == "resnet18_224":
             d = prepare_rgb224(args.resnet18_images)
             if not os.path.exists(RESNET18):
-                make_resnet18(d["bench"])
+                # A child process: torch in this one would inflate every RSS figure (docstring).
+                subprocess.run([sys.executable, os.path.abspath(__file__), "_resnet18", d["bench"]], check=True)
             work.append((name, RESNET18, d, args.resnet18_images))
             data_note["resnet18_224"] = (f"the first {args.resnet18_images} PneumoniaMNIST test images upsampled "
                                          "(PIL bilinear) to 224×224 RGB PNGs (grey in all channels), in /tmp; "

@@ -42,14 +42,33 @@ pub fn check_out_dir(out: &Path) -> Result<(), Error> {
 /// flushed, then renamed over the target, so an interrupted run leaves the
 /// previous file or the complete new one, never a truncated one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content produced by `write` into a buffered writer,
+/// so a large file (results.json of a big data set) is never held whole in
+/// memory.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Error> {
     use std::io::Write;
     let err = |e: std::io::Error| Error::Output { path: path.to_path_buf(), reason: e.to_string() };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut out = std::io::BufWriter::new(f);
+        write(&mut out)?;
+        out.flush()?;
+        out.get_ref().sync_all()
+    });
+    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
+        // Best effort: a half-written temporary file is of no use to anyone.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 /// Writes `report.html`, `summary.md` and `junit.xml` into `dir` (beside its results.json).
@@ -57,4 +76,35 @@ pub fn write_reports(dir: &Path, results: &json::Results, verdict: Option<&crate
     write_atomic(&dir.join("report.html"), html::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("summary.md"), markdown::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("junit.xml"), junit::render(results, verdict).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_results_json_is_the_same_text_as_the_in_memory_one() {
+        let results = crate::gate::tests::results();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.json");
+        std::fs::write(&path, "previous").unwrap();
+        write_atomic_with(&path, |w| results.write_json(w)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), results.to_json());
+        // Only the target is left: the temporary file was renamed over it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_stream_leaves_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.json");
+        std::fs::write(&path, "previous").unwrap();
+        let failed = write_atomic_with(&path, |w| {
+            w.write_all(b"{\"partial\":")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(matches!(failed, Err(Error::Output { .. })), "{failed:?}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "previous");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is removed");
+    }
 }
