@@ -435,6 +435,19 @@ def pilot_text(pilot, chosen):
     return ", ".join(f"b{b} {fmt(v)}" for b, v in pilot.items())
 
 
+def cpu_description() -> str:
+    """Model name, family/model and the widest vector ISA: advscan's fast kernels need AVX-512
+    (without it they fall back to generic code), so figures from machines with and without it
+    are not comparable."""
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    isa = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa})"
+
+
 def fmt(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
@@ -582,7 +595,7 @@ def main() -> int:
             work.append((name, os.path.join(REPO, "models", name + ".onnx"), xray, 624))
     ver = subprocess.run([args.binary, "--version"], capture_output=True, text=True).stdout.strip()
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_description()
     load_start = os.getloadavg()
     results = []
     for name, model, data, n in work:
