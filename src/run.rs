@@ -186,22 +186,26 @@ struct Counted<'a> {
 // Every model evaluation first checks for Ctrl-C/SIGTERM, so a run stops
 // within one forward or backward pass, even inside a long attack.
 impl Counted<'_> {
+    fn count_forward(&self, x: &ArrayD<f32>) -> Result<(), Error> {
+        crate::interrupt::check()?;
+        self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// tract's own logits, for the `engine_matches_tract` check; `None`
     /// when every verdict is tract's anyway (see `Classifier::verdicts_by_engine`).
     fn tract_logits(&self, x: &ArrayD<f32>) -> Result<Option<Array2<f32>>, Error> {
         if !self.model.verdicts_by_engine() {
             return Ok(None);
         }
-        crate::interrupt::check()?;
-        self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
+        self.count_forward(x)?;
         Ok(Some(self.model.session()?.logits(x.clone())?))
     }
 }
 
 impl Objective for Counted<'_> {
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
-        crate::interrupt::check()?;
-        self.forward.fetch_add(x.shape().first().copied().unwrap_or(0) as u64, Ordering::Relaxed);
+        self.count_forward(x)?;
         // Called from inside a worker: sample by sample, no nested fan-out.
         self.model.verdict_logits(x)
     }

@@ -191,15 +191,17 @@ impl Classifier {
         let n = x.shape().first().copied().unwrap_or(0);
         let mut rows: Vec<Array2<f32>> = Vec::with_capacity(n);
         let mut session = None;
+        let sample = |i: usize| x.slice_axis(Axis(0), (i..i + 1).into()).to_owned();
         for i in 0..n {
-            let xi = x.slice_axis(Axis(0), (i..i + 1).into()).to_owned();
-            let z = engine.forward(xi.clone())?.logits().clone();
+            let z = engine.forward(sample(i))?.logits().clone();
             rows.push(if is_near_tie(z.row(0).as_slice().unwrap_or(&[]), near_tie) {
+                // Copied again only here: near-ties are rare, and the engine
+                // consumed its copy.
                 let tract = match &mut session {
                     Some(s) => s,
                     None => session.insert(self.session()?),
                 };
-                tract.logits(xi)?
+                tract.logits(sample(i))?
             } else {
                 z
             });
@@ -222,9 +224,9 @@ impl Classifier {
 /// verdict is left to tract. The engine and tract each match PyTorch to
 /// 1e-4 on logits of magnitude ≲ 10 (`tests/gradients_match_pytorch.rs`),
 /// so a margin can move by at most 4e-4 between them; on the committed
-/// models' test sets they differ by at most 1.6e-6. `run.rs` measures the gap on every
-/// clean sample (the `engine_matches_tract` check, which fails above
-/// `NEAR_TIE / 8`).
+/// models' test sets they differ by at most 1.6e-6. `run.rs` measures the
+/// gap on every clean sample (the `engine_matches_tract` check, which fails
+/// above `NEAR_TIE / 8`).
 pub const NEAR_TIE: f32 = 1e-3;
 
 /// Whether the top two of `z` are within `near_tie` (relative to
