@@ -46,13 +46,15 @@ fn map<T: Elem>(x: &ArrayD<T>, f: impl Fn(T) -> T) -> ArrayD<T> {
 
 /// g · d(x, y) elementwise, in the vectorised slice loop when all three are contiguous.
 fn scaled<T: Elem>(g: &ArrayD<T>, x: &ArrayD<T>, y: &ArrayD<T>, d: impl Fn(T, T) -> T) -> ArrayD<T> {
-    let mut dx = g.clone();
-    match (dx.as_slice_mut(), x.as_slice(), y.as_slice()) {
-        (Some(ds), Some(xs), Some(ys)) if ds.len() == xs.len() && ds.len() == ys.len() => {
-            vmath::scale_by(ds, xs, ys, d);
-        }
-        _ => Zip::from(&mut dx).and(x).and(y).for_each(|g, &x, &y| *g = *g * d(x, y)),
+    if let (Some(gs), Some(xs), Some(ys)) = (g.as_slice(), x.as_slice(), y.as_slice())
+        && gs.len() == xs.len()
+        && gs.len() == ys.len()
+        && let Ok(dx) = ArrayD::from_shape_vec(g.raw_dim(), vmath::scaled(gs, xs, ys, &d))
+    {
+        return dx;
     }
+    let mut dx = g.clone();
+    Zip::from(&mut dx).and(x).and(y).for_each(|g, &x, &y| *g = *g * d(x, y));
     dx
 }
 

@@ -23,6 +23,7 @@ mod pool;
 mod reduce;
 mod resize;
 mod shape;
+mod simd;
 mod value;
 mod vmath;
 mod winograd;

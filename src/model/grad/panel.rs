@@ -1,32 +1,36 @@
 //! Constant matrices (convolution weights) packed once, when the engine is
-//! built, into row panels, and the AVX-512 product C = A·B that reads them.
+//! built, into row panels, and the product C = A·B that reads them, on
+//! AVX-512F or AVX2 with FMA (one kernel, `simd::Lanes`).
 //!
 //! matrixmultiply packs both operands of every product into tiles. For a
 //! convolution the weight matrix is the same on every call, and on the late
 //! layers of a network (many channels, few output pixels) packing it costs
 //! a third to a half of the product. Here the weight is packed once; the
-//! other operand (the column matrix) is copied block by block, KC rows × 32
-//! columns, into a contiguous buffer that every row panel of the weight then
-//! reads. The copy matters: reading B in place, with a row stride that is a
-//! multiple of 4 KiB (64×64 and 32×32 images), maps every row of a block to
-//! the same cache sets and made a CT model's gradient 1.4× slower.
+//! other operand (the column matrix) is copied block by block, KC rows × NR
+//! columns (two vectors), into a contiguous buffer that every row panel of
+//! the weight then reads. The copy matters: reading B in place, with a row
+//! stride that is a multiple of 4 KiB (64×64 and 32×32 images), maps every
+//! row of a block to the same cache sets and made a CT model's gradient
+//! 1.4× slower.
 //!
 //! Each element of C is one accumulator that adds its k products in order
 //! p = 0, 1, …, k − 1 with fused multiply-adds (starting from C's old value
 //! when accumulating). The blocking over k only stores and reloads that
 //! accumulator, which is exact, so the result depends on neither the
 //! blocking nor the other columns: a sample's output does not depend on its
-//! batch. Only CPUs with AVX-512F use this path (checked at run time);
-//! elsewhere `PackedRows::pack` declines and the caller uses matrixmultiply.
+//! batch, and both instruction sets give the same bits. Only CPUs with one
+//! of them use this path (checked at run time); elsewhere
+//! `PackedRows::pack` declines and the caller uses matrixmultiply.
 
 use super::Elem;
+use super::simd::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{F32x8, F32x16, Lanes};
 use ndarray::ArrayView2;
 use std::any::TypeId;
 
-/// Columns of C per kernel call: two 16-lane vectors.
-const NR: usize = 32;
-/// Rows of B (depth) per pass over C, so that the 32-column slice of B a
-/// pass reads (KC × 128 bytes) stays in the L1/L2 cache while every row
+/// Rows of B (depth) per pass over C, so that the NR-column slice of B a
+/// pass reads (KC × NR × 4 bytes) stays in the L1/L2 cache while every row
 /// panel of A goes past it. Measured on Zen 4: 128–512 within noise.
 const KC: usize = 256;
 
@@ -42,21 +46,37 @@ pub(super) struct PackedRows {
     m: usize,
     k: usize,
     mr: usize,
+    isa: Isa,
 }
 
 impl PackedRows {
-    /// Packs `a` when `T` is f32 and this CPU has AVX-512F; `None` otherwise
-    /// (the caller keeps its general path).
+    /// Packs `a` when `T` is f32 and this CPU has one of the kernels'
+    /// instruction sets; `None` otherwise (the caller keeps its general path).
     pub fn pack<T: Elem>(a: ArrayView2<'_, T>) -> Option<Self> {
-        if TypeId::of::<T>() != TypeId::of::<f32>() || !avx512() {
+        Self::pack_for(Isa::detect()?, a)
+    }
+
+    /// [`PackedRows::pack`] for the kernel of `isa`, which this CPU must have.
+    pub fn pack_for<T: Elem>(isa: Isa, a: ArrayView2<'_, T>) -> Option<Self> {
+        if TypeId::of::<T>() != TypeId::of::<f32>() {
             return None;
         }
         let (m, k) = a.dim();
         if m == 0 || k == 0 {
             return None;
         }
-        // 8 or 12 rows per panel, whichever pads fewer (12 on a tie: fewer panels).
-        let mr = if m.div_ceil(8) * 8 < m.div_ceil(12) * 12 { 8 } else { 12 };
+        // Rows per panel: as many accumulators as the registers hold (two
+        // vectors per row). AVX-512: 8 or 12 rows of 32 registers, whichever
+        // pads fewer (12 on a tie: fewer panels). AVX2: 6 rows of 16, or 4
+        // for at most 4 rows; 4 rows for every matrix keep too few products
+        // in flight to hide the FMA latency (ResNet-18's gradient took 1.8×
+        // as long on Zen 3), which costs more than 6's padding.
+        let mr = match isa {
+            Isa::Avx512 if m.div_ceil(8) * 8 < m.div_ceil(12) * 12 => 8,
+            Isa::Avx512 => 12,
+            Isa::Avx2 if m <= 4 => 4,
+            Isa::Avx2 => 6,
+        };
         let mut panels = vec![0.0f32; m.div_ceil(mr) * mr * k];
         for (i, row) in a.outer_iter().enumerate() {
             let (panel, r) = (i / mr, i % mr);
@@ -65,7 +85,7 @@ impl PackedRows {
                 panels[(panel * k + p) * mr + r] = v.to_f32().unwrap_or(f32::NAN);
             }
         }
-        Some(PackedRows { panels, m, k, mr })
+        Some(PackedRows { panels, m, k, mr, isa })
     }
 
     pub fn rows(&self) -> usize {
@@ -86,9 +106,14 @@ impl PackedRows {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: a PackedRows exists only when AVX-512F was detected;
-            // the slice lengths were checked above.
-            unsafe { self.mul_avx512(b, n, c, accumulate) };
+            // SAFETY: a PackedRows exists only for an instruction set this
+            // CPU has; the slice lengths were checked above.
+            unsafe {
+                match self.isa {
+                    Isa::Avx512 => self.mul_avx512(b, n, c, accumulate),
+                    Isa::Avx2 => self.mul_avx2(b, n, c, accumulate),
+                }
+            }
             true
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -99,37 +124,50 @@ impl PackedRows {
     }
 
     /// # Safety
-    /// AVX-512F is available, `b.len() ≥ k·n` and `c.len() ≥ m·n`.
+    /// As [`PackedRows::mul_with`], on AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn mul_avx512(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
+        unsafe { self.mul_with::<F32x16>(b, n, c, accumulate) }
+    }
+
+    /// # Safety
+    /// As [`PackedRows::mul_with`], on AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mul_avx2(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
+        unsafe { self.mul_with::<F32x8>(b, n, c, accumulate) }
+    }
+
+    /// # Safety
+    /// `L`'s instruction set is available, `b.len() ≥ k·n` and `c.len() ≥ m·n`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn mul_with<L: Lanes>(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
         let (m, k, mr) = (self.m, self.k, self.mr);
+        let nr = 2 * L::N;
         // The worker's block buffer, kept between products (every entry a
         // block uses is written before it is read).
         let mut buffer = BLOCK.take();
-        buffer.resize(KC * NR, 0.0);
+        buffer.resize(KC * nr, 0.0);
         for p0 in (0..k).step_by(KC) {
             let depth = (k - p0).min(KC);
-            for j in (0..n).step_by(NR) {
-                let width = (n - j).min(NR);
-                let masks = (lane_mask(width), lane_mask(width.saturating_sub(16)));
-                // B[p0.., j..j + width] as depth rows of NR, zero-padded on the right.
-                let block = &mut buffer[..depth * NR];
-                for (dst, src) in block.chunks_exact_mut(NR).zip(b[p0 * n + j..].chunks(n)) {
-                    // SAFETY: AVX-512F is available; `src` holds at least
-                    // `width` values (the rows of B are n ≥ j + width long),
-                    // and only those lanes are loaded (the second half's
-                    // address may lie past a short last row: wrapping_add);
-                    // `dst` holds NR = 32.
-                    // Two masked moves instead of memcpy + memset calls,
-                    // which cost more than the copy for 128 bytes.
+            for j in (0..n).step_by(nr) {
+                let width = (n - j).min(nr);
+                // SAFETY (all blocks below): L's instruction set is available.
+                let masks = unsafe { [L::first(width), L::first(width.saturating_sub(L::N))] };
+                // B[p0.., j..j + width] as depth rows of nr, zero-padded on the right.
+                let block = &mut buffer[..depth * nr];
+                for (dst, src) in block.chunks_exact_mut(nr).zip(b[p0 * n + j..].chunks(n)) {
+                    // SAFETY: `src` holds at least `width` values (the rows
+                    // of B are n ≥ j + width long), and only those lanes are
+                    // loaded (the second half's address may lie past a short
+                    // last row: wrapping_add); `dst` holds nr. Two masked
+                    // moves instead of memcpy + memset calls, which cost
+                    // more than the copy for 64 or 128 bytes.
                     unsafe {
-                        use std::arch::x86_64::{_mm512_maskz_loadu_ps, _mm512_storeu_ps};
-                        _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_maskz_loadu_ps(masks.0, src.as_ptr()));
-                        _mm512_storeu_ps(
-                            dst.as_mut_ptr().add(16),
-                            _mm512_maskz_loadu_ps(masks.1, src.as_ptr().wrapping_add(16)),
-                        );
+                        L::store(dst.as_mut_ptr(), L::load_masked(masks[0], src.as_ptr()));
+                        L::store(dst.as_mut_ptr().add(L::N), L::load_masked(masks[1], src.as_ptr().wrapping_add(L::N)));
                     }
                 }
                 let block = &*block;
@@ -141,20 +179,25 @@ impl PackedRows {
                         c: &mut c[panel * mr * n + j..],
                         ldc: n,
                         rows: (m - panel * mr).min(mr),
+                        width,
                         masks,
                         load_c: accumulate || p0 > 0,
                     };
-                    // SAFETY: AVX-512F is available (the caller's contract);
-                    // `block` holds depth ≤ KC rows of NR; c has `rows` rows
-                    // of stride n from column j, width ≤ n − j of them valid.
-                    // A block of at most 16 columns (a narrow product, or the
-                    // last block) needs only the first vector of each row.
+                    // SAFETY: L's instruction set is available; `block` holds
+                    // depth ≤ KC rows of nr; c has `rows` rows of stride n
+                    // from column j, width ≤ n − j of them valid. A block of
+                    // at most L::N columns (a narrow product, or the last
+                    // block) needs only the first vector of each row.
                     unsafe {
-                        match (mr, width <= 16) {
-                            (8, false) => kernel::<8, 2>(tile),
-                            (8, true) => kernel::<8, 1>(tile),
-                            (_, false) => kernel::<12, 2>(tile),
-                            (_, true) => kernel::<12, 1>(tile),
+                        match (mr, width <= L::N) {
+                            (4, false) => kernel::<L, 4, 2>(tile),
+                            (4, true) => kernel::<L, 4, 1>(tile),
+                            (6, false) => kernel::<L, 6, 2>(tile),
+                            (6, true) => kernel::<L, 6, 1>(tile),
+                            (8, false) => kernel::<L, 8, 2>(tile),
+                            (8, true) => kernel::<L, 8, 1>(tile),
+                            (_, false) => kernel::<L, 12, 2>(tile),
+                            (_, true) => kernel::<L, 12, 1>(tile),
                         }
                     }
                 }
@@ -203,7 +246,8 @@ pub(super) fn lanes_between(lo: isize, hi: isize) -> u16 {
 }
 
 /// One kernel call: C[0..rows, 0..width] (+)= A-panel · B[0..depth, 0..width].
-struct Tile<'a> {
+#[cfg(target_arch = "x86_64")]
+struct Tile<'a, M> {
     /// depth × MR, k-major.
     a: &'a [f32],
     /// depth × NR, row-major.
@@ -212,44 +256,50 @@ struct Tile<'a> {
     c: &'a mut [f32],
     ldc: usize,
     rows: usize,
-    masks: (u16, u16),
+    width: usize,
+    /// Which lanes of each of a row's two vectors hold columns < width.
+    masks: [M; 2],
     load_c: bool,
 }
 
-/// MR rows × 16·V columns of C (V = 1 or 2) in V·MR vector registers.
+/// MR rows × L::N·V columns of C (V = 1 or 2) in V·MR vector registers.
+/// A full-width tile reads and writes C without masks (AVX2's masked store
+/// is several times slower than a plain one).
 ///
 /// # Safety
-/// AVX-512F is available; `a` holds depth·MR values and `b` depth·NR; for
-/// every row r < rows the masked lanes of `c[r·ldc ..][..16·V]` lie inside
-/// `c` (masked-off lanes are never read or written); with V = 1 the second
-/// mask is empty (width ≤ 16).
+/// L's instruction set is available; `a` holds depth·MR values and `b`
+/// depth·2·L::N; for every row r < rows the masked lanes of
+/// `c[r·ldc ..][..L::N·V]` lie inside `c` (masked-off lanes are never read
+/// or written); with V = 1 the second mask is empty (width ≤ L::N).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel<const MR: usize, const V: usize>(t: Tile<'_>) {
-    use std::arch::x86_64::*;
-    let masks = [t.masks.0, t.masks.1];
-    let mut acc = [[_mm512_setzero_ps(); V]; MR];
+#[inline(always)]
+unsafe fn kernel<L: Lanes, const MR: usize, const V: usize>(t: Tile<'_, L::Mask>) {
+    let nr = 2 * L::N;
+    let full = t.width == V * L::N;
     let c = t.c.as_mut_ptr();
     unsafe {
+        let mut acc = [[L::zero(); V]; MR];
         if t.load_c {
             for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
                 for (h, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_maskz_loadu_ps(masks[h], c.add(r * t.ldc + 16 * h));
+                    let at = c.add(r * t.ldc + L::N * h);
+                    *acc = if full { L::load(at) } else { L::load_masked(t.masks[h], at) };
                 }
             }
         }
-        for (a, b) in t.a.chunks_exact(MR).zip(t.b.chunks_exact(NR)).take(t.depth) {
-            let b: [__m512; V] = std::array::from_fn(|h| _mm512_loadu_ps(b.as_ptr().add(16 * h)));
+        for (a, b) in t.a.chunks_exact(MR).zip(t.b.chunks_exact(nr)).take(t.depth) {
+            let b: [L; V] = std::array::from_fn(|h| L::load(b.as_ptr().add(L::N * h)));
             for (acc, &a) in acc.iter_mut().zip(a) {
-                let a = _mm512_set1_ps(a);
+                let a = L::splat(a);
                 for (acc, b) in acc.iter_mut().zip(b) {
-                    *acc = _mm512_fmadd_ps(a, b, *acc);
+                    *acc = L::fmadd(a, b, *acc);
                 }
             }
         }
         for (r, acc) in acc.iter().enumerate().take(t.rows) {
             for (h, acc) in acc.iter().enumerate() {
-                _mm512_mask_storeu_ps(c.add(r * t.ldc + 16 * h), masks[h], *acc);
+                let at = c.add(r * t.ldc + L::N * h);
+                if full { L::store(at, *acc) } else { L::store_masked(at, t.masks[h], *acc) }
             }
         }
     }
@@ -276,19 +326,30 @@ mod tests {
         Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 5 + j * 3 + (i * j) % 11 + seed * 7) % 7) as f32 - 3.0)
     }
 
+    /// The instruction sets this CPU has (the tests run the kernel of each).
+    fn isas() -> Vec<Isa> {
+        let isas = Isa::available();
+        if isas.is_empty() {
+            eprintln!("this CPU has neither AVX-512F nor AVX2: the packed path is not used here, nothing to test");
+        }
+        isas
+    }
+
     #[test]
     fn exact_on_integers_for_every_tail() {
-        let Some(_) = PackedRows::pack(ints(1, 1, 0).view()) else {
-            eprintln!("this CPU has no AVX-512F: the packed path is not used here, nothing to test");
-            return;
-        };
+        for isa in isas() {
+            exact_on_integers(isa);
+        }
+    }
+
+    fn exact_on_integers(isa: Isa) {
         // m: both panel heights and their tails; n: below, at and across the
         // 16/32-column vector tails; k: below and across the KC block.
         for &m in &[1, 7, 8, 12, 13, 16, 24, 37] {
             for &n in &[1, 15, 16, 17, 32, 33, 49, 70] {
                 for &k in &[1, 9, 255, 256, 257, 600] {
                     let (a, b, c0) = (ints(m, k, 1), ints(k, n, 2), ints(m, n, 3));
-                    let packed = PackedRows::pack(a.view()).expect("AVX-512F was detected above");
+                    let packed = PackedRows::pack_for(isa, a.view()).expect("f32");
                     for accumulate in [false, true] {
                         // NaN where accumulate = false must be overwritten, not added.
                         let mut c = if accumulate { c0.clone() } else { Array2::from_elem((m, n), f32::NAN) };
@@ -296,43 +357,46 @@ mod tests {
                         assert!(packed.mul(b.as_slice().expect("standard layout"), n, &mut slice, accumulate));
                         c = Array2::from_shape_vec((m, n), slice).expect("m·n values");
                         let want = reference(&a, &b, accumulate.then_some(&c0)).mapv(|v| v as f32);
-                        assert_eq!(c, want, "m {m} n {n} k {k} accumulate {accumulate}");
+                        assert_eq!(c, want, "{isa:?} m {m} n {n} k {k} accumulate {accumulate}");
                     }
                 }
             }
         }
     }
 
+    /// Real values, against f64; and every instruction set gives the same
+    /// bits (one fused multiply-add per product, in the same order).
     #[test]
-    fn close_to_f64_on_real_values() {
-        let Some(_) = PackedRows::pack(ints(1, 1, 0).view()) else {
-            eprintln!("this CPU has no AVX-512F: the packed path is not used here, nothing to test");
-            return;
-        };
+    fn close_to_f64_on_real_values_and_the_same_on_every_isa() {
         let (m, k, n) = (64, 1152, 49);
         let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 31 + p * 17) % 101) as f32 / 101.0 - 0.5);
         let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 13 + j * 29) % 97) as f32 / 97.0 - 0.5);
-        let packed = PackedRows::pack(a.view()).expect("AVX-512F was detected above");
-        let mut c = vec![0.0f32; m * n];
-        assert!(packed.mul(b.as_slice().expect("standard layout"), n, &mut c, false));
         let want = reference(&a, &b, None);
-        // Sequential f32 sums of k = 1152 terms of size ≤ 0.25: the rounding
-        // error is at most k·ε·Σ|terms| ≈ 1152 · 6e-8 · 288 ≈ 0.02 in the
-        // worst case, typically √k times smaller; 2e-3 is ~10× the typical.
-        for (got, want) in c.iter().zip(want.iter()) {
-            assert!((f64::from(*got) - want).abs() < 2e-3, "{got} vs {want}");
+        let mut first: Option<Vec<f32>> = None;
+        for isa in isas() {
+            let packed = PackedRows::pack_for(isa, a.view()).expect("f32");
+            let mut c = vec![0.0f32; m * n];
+            assert!(packed.mul(b.as_slice().expect("standard layout"), n, &mut c, false));
+            // Sequential f32 sums of k = 1152 terms of size ≤ 0.25: the rounding
+            // error is at most k·ε·Σ|terms| ≈ 1152 · 6e-8 · 288 ≈ 0.02 in the
+            // worst case, typically √k times smaller; 2e-3 is ~10× the typical.
+            for (got, want) in c.iter().zip(want.iter()) {
+                assert!((f64::from(*got) - want).abs() < 2e-3, "{isa:?}: {got} vs {want}");
+            }
+            let first = first.get_or_insert_with(|| c.clone());
+            assert!(first.iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?} differs");
         }
     }
 
     #[test]
     fn declines_f64_and_short_slices() {
-        assert!(PackedRows::pack(Array2::<f64>::zeros((4, 4)).view()).is_none());
-        let Some(packed) = PackedRows::pack(ints(4, 3, 0).view()) else {
-            return;
-        };
-        let mut c = vec![0.0f32; 4 * 5];
-        assert!(!packed.mul(&[0.0f32; 14], 5, &mut c, false), "B needs 3·5 values");
-        assert!(!packed.mul(&[0.0f32; 15], 5, &mut c[..19], false), "C needs 4·5 values");
-        assert!(packed.mul(&[0.0f32; 15], 5, &mut c, false));
+        for isa in isas() {
+            assert!(PackedRows::pack_for(isa, Array2::<f64>::zeros((4, 4)).view()).is_none());
+            let packed = PackedRows::pack_for(isa, ints(4, 3, 0).view()).expect("f32");
+            let mut c = vec![0.0f32; 4 * 5];
+            assert!(!packed.mul(&[0.0f32; 14], 5, &mut c, false), "B needs 3·5 values");
+            assert!(!packed.mul(&[0.0f32; 15], 5, &mut c[..19], false), "C needs 4·5 values");
+            assert!(packed.mul(&[0.0f32; 15], 5, &mut c, false));
+        }
     }
 }

@@ -1,15 +1,17 @@
 //! Elementwise maths the compiler can vectorise: eˣ and tanh in f32 written
 //! as branch-free polynomials (libm's are opaque calls, one element at a
 //! time: 13% of a PGD run on pneumonia_mixed_ops), the slice loops the
-//! activation rules run them in, compiled for AVX-512 when the CPU has it,
+//! activation rules run them in, compiled for AVX-512 or AVX2 when the CPU
+//! has it,
 //! and sums in a fixed lane order (a plain running sum cannot vectorise).
 //!
 //! Results do not depend on the vector width: the functions use only
 //! IEEE-754 add, multiply, divide, min/max and bit moves, never a fused
-//! multiply-add (Rust does not contract `a * b + c`), so the AVX-512 loop,
-//! the baseline SSE2 loop and a scalar call give the same bits.
+//! multiply-add (Rust does not contract `a * b + c`), so the AVX-512 and
+//! AVX2 loops, the baseline SSE2 loop and a scalar call give the same bits.
 
 use super::Elem;
+use super::simd::Isa;
 
 /// eˣ in f32, within 2 ulp of the exact value over the whole range (the
 /// test's sweep of 2·10⁷ arguments finds at most 1)
@@ -78,34 +80,38 @@ pub fn map<T: Copy + Default, F: Fn(T) -> T>(xs: &[T], f: F) -> Vec<T> {
 
 /// out[i] = f(xs[i]) over the common length.
 pub fn map_into<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: F) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { map_avx512(out, xs, &f) };
-    }
-    map_rows(out, xs, &f);
+    let rows = |out: &mut [T], _: &[T], _: &[T]| map_rows(out, xs, &f);
+    wide(out, &[], &[], rows);
 }
 
 /// out[i] = f(xs[i], ys[i]) over the common length.
 pub fn zip_into<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: F) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return unsafe { zip_avx512(out, xs, ys, &f) };
-    }
-    zip_rows(out, xs, ys, &f);
+    wide(out, xs, ys, |out, xs, ys| zip_rows(out, xs, ys, &f));
 }
 
-/// g ← g · d(x, y) elementwise, for a backward rule that scales the incoming
-/// gradient by f′ given the input and the output.
-pub fn scale_by<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: D) {
+/// g · d(x, y) elementwise over the common length, in one pass (a backward
+/// rule's ∂L/∂x; copying g and scaling the copy reads and writes it twice).
+pub fn scaled<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &[T], xs: &[T], ys: &[T], d: D) -> Vec<T> {
+    // Collected rather than written into zeros: one pass over the output.
+    let mut out = Vec::with_capacity(g.len().min(xs.len()).min(ys.len()));
+    wide(&mut [], xs, ys, |_, xs, ys| out.extend(g.iter().zip(xs).zip(ys).map(|((&g, &x), &y)| g * d(x, y))));
+    out
+}
+
+/// Runs `rows(out, xs, ys)` compiled for the widest vectors this CPU has.
+/// `rows` must be `#[inline(always)]`-able (a closure over inline loops):
+/// it is inlined into the `#[target_feature]` function, which is what
+/// compiles it for that instruction set.
+#[inline(always)]
+fn wide<T, R: FnOnce(&mut [T], &[T], &[T])>(out: &mut [T], xs: &[T], ys: &[T], rows: R) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { scale_by_avx512(g, xs, ys, &d) };
-        return;
+    match Isa::detect() {
+        // SAFETY: the CPU has the instruction set detect() returned.
+        Some(Isa::Avx512) => return unsafe { wide_avx512(out, xs, ys, rows) },
+        Some(Isa::Avx2) => return unsafe { wide_avx2(out, xs, ys, rows) },
+        None => {}
     }
-    scale_rows(g, xs, ys, &d);
+    rows(out, xs, ys);
 }
 
 /// Lanes of the running sums in [`sum_map`] and [`sum_zip`].
@@ -165,34 +171,16 @@ fn zip_rows<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: &F)
     }
 }
 
-#[inline(always)]
-fn scale_rows<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(g: &mut [T], xs: &[T], ys: &[T], d: &D) {
-    for ((g, &x), &y) in g.iter_mut().zip(xs).zip(ys) {
-        *g = *g * d(x, y);
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_avx512<T, R: FnOnce(&mut [T], &[T], &[T])>(out: &mut [T], xs: &[T], ys: &[T], rows: R) {
+    rows(out, xs, ys);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn map_avx512<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: &F) {
-    map_rows(out, xs, f);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn zip_avx512<T: Copy, F: Fn(T, T) -> T>(out: &mut [T], xs: &[T], ys: &[T], f: &F) {
-    zip_rows(out, xs, ys, f);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scale_by_avx512<T: Copy + std::ops::Mul<Output = T>, D: Fn(T, T) -> T>(
-    g: &mut [T],
-    xs: &[T],
-    ys: &[T],
-    d: &D,
-) {
-    scale_rows(g, xs, ys, d);
+#[target_feature(enable = "avx2")]
+unsafe fn wide_avx2<T, R: FnOnce(&mut [T], &[T], &[T])>(out: &mut [T], xs: &[T], ys: &[T], rows: R) {
+    rows(out, xs, ys);
 }
 
 #[cfg(test)]
@@ -317,10 +305,11 @@ mod tests {
             for (&x, &y) in xs.iter().zip(&ys) {
                 assert!(same(y, tanh(x)), "tanh({x}) in a loop of {len}");
             }
-            let mut g = vec![2.0f32; len];
-            scale_by(&mut g, &xs, &ys, |x, y| exp(x) * y);
-            for ((&g, &x), &y) in g.iter().zip(&xs).zip(&ys) {
-                assert!(same(g, 2.0 * (exp(x) * y)), "scale_by at {x}");
+            let g = vec![2.0f32; len];
+            let dx = scaled(&g, &xs, &ys, |x, y| exp(x) * y);
+            assert_eq!(dx.len(), len);
+            for ((&g, &x), &y) in dx.iter().zip(&xs).zip(&ys) {
+                assert!(same(g, 2.0 * (exp(x) * y)), "scaled at {x}");
             }
         }
     }

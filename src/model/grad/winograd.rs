@@ -29,11 +29,16 @@
 //! F(2×2) a NaN or infinity reaches exactly the outputs whose window holds
 //! it; in F(4×4) it can also reach the rest of its 4×4 output tile (the
 //! transforms mix d1…d4 into every output), never beyond.
-//! Like `panel`, this runs only on AVX-512F CPUs with f32 (`Winograd::new`
-//! declines elsewhere and the convolution keeps its direct path).
+//! Like `panel`, this runs only with f32 on CPUs with AVX-512F or AVX2 and
+//! FMA (`Winograd::new` declines elsewhere and the convolution keeps its
+//! direct path). The AVX-512 transforms (`avx512`) split and interleave
+//! tiles with two-source permutes; the others (`blocked`) gather a block of
+//! tiles into arrays and let the compiler vectorise the arithmetic, which
+//! is the same, operation for operation, so both give the same bits.
 
 use super::Elem;
-use super::panel::{PackedRows, as_f32, as_f32_mut, avx512};
+use super::panel::{PackedRows, as_f32, as_f32_mut};
+use super::simd::Isa;
 use super::value::with_scratch;
 use ndarray::{Array2, ArrayView4};
 
@@ -105,6 +110,8 @@ pub(super) struct Winograd {
     weight: ndarray::Array4<f32>,
     /// Per tile (`Tile as usize`), `u[ξ]` = U_ξ[m, c] = (G g_{m,c} Gᵀ)[ξ / α][ξ % α], packed.
     packed: [std::sync::OnceLock<Vec<PackedRows>>; 2],
+    /// The instruction set of the transforms and of the products.
+    isa: Isa,
 }
 
 /// One image plane of a 3×3 stride-1 convolution: output (oy, ox) reads the
@@ -136,14 +143,19 @@ const SKEW: usize = 16;
 
 impl Winograd {
     /// Keeps `w` ([rows, depth, 3, 3]) for its Winograd forms; `None` unless
-    /// `T` is f32 on an AVX-512 CPU (see `PackedRows::pack`) and both
-    /// channel counts fill the kernel's 8-row panels.
+    /// `T` is f32 on a CPU with a packed kernel (see `PackedRows::pack`) and
+    /// both channel counts fill the kernel's panels of at least 6 rows.
     pub fn new<T: Elem>(w: ArrayView4<'_, T>) -> Option<Self> {
+        Self::new_for(Isa::detect()?, w)
+    }
+
+    /// [`Winograd::new`] for the kernels of `isa`, which this CPU must have.
+    pub fn new_for<T: Elem>(isa: Isa, w: ArrayView4<'_, T>) -> Option<Self> {
         let (rows, depth, kh, kw) = w.dim();
-        if (kh, kw) != (3, 3) || rows < 8 || depth < 8 || as_f32(&[T::zero()]).is_none() || !avx512() {
+        if (kh, kw) != (3, 3) || rows < 8 || depth < 8 || as_f32(&[T::zero()]).is_none() {
             return None;
         }
-        Some(Winograd { weight: w.mapv(|v| v.to_f32().unwrap_or(f32::NAN)), packed: Default::default() })
+        Some(Winograd { weight: w.mapv(|v| v.to_f32().unwrap_or(f32::NAN)), packed: Default::default(), isa })
     }
 
     pub fn rows(&self) -> usize {
@@ -156,7 +168,7 @@ impl Winograd {
 
     /// The kernel in `tile`'s form, transformed and packed on first use.
     fn transformed(&self, tile: Tile) -> &[PackedRows] {
-        self.packed[tile as usize].get_or_init(|| transform(self.weight.view(), tile))
+        self.packed[tile as usize].get_or_init(|| transform(self.isa, self.weight.view(), tile))
     }
 
     /// y[n, m] = Σ_c conv(x[n, c], w[m, c]) (+ bias[m]) for `n` images of
@@ -220,13 +232,15 @@ impl Winograd {
                         for c in 0..depth {
                             let x_plane = &x[(img * depth + c) * ih * iw..][..ih * iw];
                             let v = &mut v[c * nt + k * tw..];
-                            // SAFETY: AVX-512F (a Winograd exists only then); v
-                            // holds α² slices of v_stride from here, each with
-                            // the segment's tiles.
+                            // SAFETY: a Winograd exists only for an instruction
+                            // set this CPU has; v holds α² slices of v_stride
+                            // from here, each with the segment's tiles.
                             unsafe {
-                                match tile {
-                                    Tile::F2 => avx512::input(x_plane, plane, tys.clone(), v, v_stride),
-                                    Tile::F4 => avx512::input4(x_plane, plane, tys.clone(), v, v_stride),
+                                match (self.isa, tile) {
+                                    (Isa::Avx512, Tile::F2) => avx512::input(x_plane, plane, tys.clone(), v, v_stride),
+                                    (Isa::Avx512, Tile::F4) => avx512::input4(x_plane, plane, tys.clone(), v, v_stride),
+                                    (Isa::Avx2, Tile::F2) => avx2::input(x_plane, plane, tys.clone(), v, v_stride),
+                                    (Isa::Avx2, Tile::F4) => avx2::input4(x_plane, plane, tys.clone(), v, v_stride),
                                 }
                             }
                         }
@@ -241,12 +255,19 @@ impl Winograd {
                             let y_plane = &mut y[(img * rows + r) * oh * ow..][..oh * ow];
                             let b = bias.map_or(0.0, |b| b[r]);
                             let m = &m[r * nt + k * tw..];
-                            // SAFETY: AVX-512F; m holds α² slices of m_stride
-                            // from this offset with the segment's tiles in each.
+                            // SAFETY: the instruction set is there (as above); m
+                            // holds α² slices of m_stride from this offset with
+                            // the segment's tiles in each.
                             unsafe {
-                                match tile {
-                                    Tile::F2 => avx512::output(m, m_stride, plane, tys.clone(), b, y_plane),
-                                    Tile::F4 => avx512::output4(m, m_stride, plane, tys.clone(), b, y_plane),
+                                match (self.isa, tile) {
+                                    (Isa::Avx512, Tile::F2) => {
+                                        avx512::output(m, m_stride, plane, tys.clone(), b, y_plane)
+                                    }
+                                    (Isa::Avx512, Tile::F4) => {
+                                        avx512::output4(m, m_stride, plane, tys.clone(), b, y_plane)
+                                    }
+                                    (Isa::Avx2, Tile::F2) => avx2::output(m, m_stride, plane, tys.clone(), b, y_plane),
+                                    (Isa::Avx2, Tile::F4) => avx2::output4(m, m_stride, plane, tys.clone(), b, y_plane),
                                 }
                             }
                         }
@@ -260,7 +281,7 @@ impl Winograd {
 
 /// U_ξ = (G g Gᵀ)[ξ / α][ξ % α] per channel pair of `w`, in f64 and
 /// rounded once, each packed.
-fn transform(w: ArrayView4<'_, f32>, tile: Tile) -> Vec<PackedRows> {
+fn transform(isa: Isa, w: ArrayView4<'_, f32>, tile: Tile) -> Vec<PackedRows> {
     let (rows, depth, _, _) = w.dim();
     let g_rows: &[[f64; 3]] = match tile {
         Tile::F2 => &G2,
@@ -280,9 +301,9 @@ fn transform(w: ArrayView4<'_, f32>, tile: Tile) -> Vec<PackedRows> {
             a[[m, c]] = (0..3).map(|s| gg[i][s] * g_rows[j][s]).sum::<f64>() as f32;
         }
     }
-    // `Winograd::new` checked f32 and AVX-512F, the only reasons `pack`
-    // declines; `conv` checks that every position was packed all the same.
-    a.iter().filter_map(|a| PackedRows::pack(a.view())).collect()
+    // `Winograd::new` checked f32 and the instruction set, the only reasons
+    // `pack` declines; `conv` checks that every position was packed all the same.
+    a.iter().filter_map(|a| PackedRows::pack_for(isa, a.view())).collect()
 }
 
 /// The tile rows of `units` (unit = image · th + tile row), image by image:
@@ -296,6 +317,372 @@ fn segments(units: std::ops::Range<usize>, th: usize) -> impl Iterator<Item = (u
         let end = ((u / th + 1) * th).min(units.end);
         (u - start, u / th, u % th..end - u / th * th)
     })
+}
+
+/// The transforms of `avx512`, same contracts and same arithmetic, written
+/// over blocks of `BLOCK` consecutive tiles of a segment (tile-row-major, as
+/// they lie in V and M): each value of a tile (input d_ij, transformed V_ξ,
+/// product M_ξ) is an array over the block's tiles, so every operation is
+/// elementwise over contiguous arrays, which the compiler vectorises for
+/// the instruction set of the function these are inlined into (`avx2`).
+/// The segment's input rows are first copied into a zero-bordered buffer
+/// that holds every tile's window, so the gathers need no bounds checks;
+/// outputs are scattered into a buffer of whole tiles, whose rows inside
+/// the plane are then copied out. Lanes past the segment's last tile are
+/// computed from tile 0's values and never stored.
+mod blocked {
+    use super::Plane;
+    use std::ops::Range;
+
+    const BLOCK: usize = 16;
+    type Lanes = [f32; BLOCK];
+
+    thread_local! {
+        /// Each worker's bordered input or whole-tile output buffer.
+        static BUFFER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+
+    /// The worker's buffer, resized to `len` (contents unspecified); give it
+    /// back with `BUFFER.set`. (Not a closure-taking helper: a closure is
+    /// compiled without the caller's instruction set unless inlined.)
+    #[inline(always)]
+    fn take_buffer(len: usize) -> Vec<f32> {
+        let mut buffer = BUFFER.take();
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    /// `f(t)` for every lane (a plain loop: `std::array::from_fn` is not
+    /// always inlined, and then runs without the caller's instruction set).
+    #[inline(always)]
+    fn lanewise(f: impl Fn(usize) -> f32) -> Lanes {
+        let mut out = [0.0; BLOCK];
+        for (t, out) in out.iter_mut().enumerate() {
+            *out = f(t);
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn add(a: &Lanes, b: &Lanes) -> Lanes {
+        lanewise(|t| a[t] + b[t])
+    }
+
+    #[inline(always)]
+    fn sub(a: &Lanes, b: &Lanes) -> Lanes {
+        lanewise(|t| a[t] - b[t])
+    }
+
+    /// k·a + b, rounded once (AVX-512's fmadd).
+    #[inline(always)]
+    fn fma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
+        lanewise(|t| k.mul_add(a[t], b[t]))
+    }
+
+    /// −k·a + b, rounded once (AVX-512's fnmadd).
+    #[inline(always)]
+    fn fnma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
+        lanewise(|t| (-k).mul_add(a[t], b[t]))
+    }
+
+    /// The first `count` values of `s` (which holds at least that many), zero after.
+    #[inline(always)]
+    fn load(s: &[f32], count: usize) -> Lanes {
+        let mut out = [0.0; BLOCK];
+        // A whole block as a fixed-size copy: a variable-length one is a memcpy call.
+        if count == BLOCK {
+            out.copy_from_slice(&s[..BLOCK]);
+        } else {
+            out[..count].copy_from_slice(&s[..count]);
+        }
+        out
+    }
+
+    /// Stores the first `count` lanes of `t` at the start of `s`.
+    #[inline(always)]
+    fn store(s: &mut [f32], t: &Lanes, count: usize) {
+        if count == BLOCK {
+            s[..BLOCK].copy_from_slice(t);
+        } else {
+            s[..count].copy_from_slice(&t[..count]);
+        }
+    }
+
+    /// A segment's tiles of side `m` (output) and `alpha` (input): `tys.len()`
+    /// tile rows of `tw` tiles.
+    struct Segment {
+        m: usize,
+        alpha: usize,
+        tw: usize,
+        tiles: usize,
+    }
+
+    impl Segment {
+        fn new(m: usize, tys: &Range<usize>, tw: usize) -> Self {
+            Segment { m, alpha: m + 2, tw, tiles: tys.len() * tw }
+        }
+
+        /// Width of the bordered input buffer (every tile's window).
+        fn in_width(&self) -> usize {
+            self.m * self.tw + 2
+        }
+
+        /// Width of the whole-tile output buffer.
+        fn out_width(&self) -> usize {
+            self.m * self.tw
+        }
+
+        /// The blocks: (first tile, tiles, per lane the offset of its tile's
+        /// top-left value in a buffer of `width`; tile 0's past the end).
+        fn blocks(&self, width: usize) -> impl Iterator<Item = (usize, usize, [usize; BLOCK])> + '_ {
+            (0..self.tiles).step_by(BLOCK).map(move |t0| {
+                let count = (self.tiles - t0).min(BLOCK);
+                let at = std::array::from_fn(|l| {
+                    let t = if l < count { t0 + l } else { 0 };
+                    self.m * ((t / self.tw) * width + t % self.tw)
+                });
+                (t0, count, at)
+            })
+        }
+
+        /// Copies the input rows the segment's tiles read into `buffer`
+        /// (its rows of `in_width`), zero where they fall outside the plane.
+        fn bordered(&self, x: &[f32], plane: &Plane, tys: &Range<usize>, buffer: &mut [f32]) {
+            let ([ih, iw], [pt, pl]) = (plane.input, plane.pad);
+            let width = self.in_width();
+            for (i, row) in buffer.chunks_exact_mut(width).enumerate() {
+                row.fill(0.0);
+                let Some(r) = (self.m * tys.start + i).checked_sub(pt).filter(|&r| r < ih) else { continue };
+                // Input column q lands at q + pl, clipped to the buffer.
+                let n = iw.min(width.saturating_sub(pl));
+                row[pl..pl + n].copy_from_slice(&x[r * iw..][..n]);
+            }
+        }
+
+        fn in_len(&self, rows: usize) -> usize {
+            (self.m * (rows - 1) + self.alpha) * self.in_width()
+        }
+    }
+
+    /// Gathers value (i, j) of every lane's tile.
+    #[inline(always)]
+    fn gather(buffer: &[f32], at: &[usize; BLOCK], offset: usize) -> Lanes {
+        lanewise(|l| buffer[at[l] + offset])
+    }
+
+    /// As `avx512::input`.
+    #[inline(always)]
+    pub fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+        let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
+        if seg.tiles == 0 {
+            return;
+        }
+        let width = seg.in_width();
+        let mut buffer = take_buffer(seg.in_len(tys.len()));
+        seg.bordered(x, plane, &tys, &mut buffer);
+        {
+            let buffer = &buffer[..];
+            for (t0, count, at) in seg.blocks(width) {
+                let mut rows = [[[0.0; BLOCK]; 4]; 4];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let mut d = [[0.0; BLOCK]; 4];
+                    for (j, d) in d.iter_mut().enumerate() {
+                        *d = gather(buffer, &at, i * width + j);
+                    }
+                    *row = [sub(&d[0], &d[2]), add(&d[1], &d[2]), sub(&d[2], &d[1]), sub(&d[1], &d[3])];
+                }
+                let [r0, r1, r2, r3] = &rows;
+                for j in 0..4 {
+                    let (d0, d1, d2, d3) = (&r0[j], &r1[j], &r2[j], &r3[j]);
+                    for (q, t) in [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)].iter().enumerate() {
+                        store(&mut v[(4 * q + j) * stride + t0..], t, count);
+                    }
+                }
+            }
+        }
+        BUFFER.set(buffer);
+    }
+
+    /// Copies the rows of the whole-tile output `buffer` (rows of
+    /// `out_width`) that lie inside the plane into `y`.
+    fn copy_rows(seg: &Segment, plane: &Plane, tys: &Range<usize>, buffer: &[f32], y: &mut [f32]) {
+        let [oh, ow] = plane.out;
+        for (r, row) in buffer.chunks_exact(seg.out_width()).enumerate() {
+            let r = seg.m * tys.start + r;
+            if r < oh {
+                y[r * ow..][..ow].copy_from_slice(&row[..ow]);
+            }
+        }
+    }
+
+    /// As `avx512::output`.
+    #[inline(always)]
+    pub fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+        let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
+        if seg.tiles == 0 {
+            return;
+        }
+        let bias = [bias; BLOCK];
+        let add3 = |a: &Lanes, b: &Lanes, c: &Lanes| add(&add(a, b), c);
+        let sub3 = |a: &Lanes, b: &Lanes, c: &Lanes| sub(&sub(a, b), c);
+        let width = seg.out_width();
+        let mut buffer = take_buffer(seg.m * tys.len() * width);
+        for (t0, count, at) in seg.blocks(width) {
+            let mut l = [[0.0; BLOCK]; 16];
+            for (xi, l) in l.iter_mut().enumerate() {
+                *l = load(&m[xi * stride + t0..], count);
+            }
+            let (mut s0, mut s1) = ([[0.0; BLOCK]; 4], [[0.0; BLOCK]; 4]);
+            for j in 0..4 {
+                s0[j] = add3(&l[j], &l[4 + j], &l[8 + j]);
+                s1[j] = sub3(&l[4 + j], &l[8 + j], &l[12 + j]);
+            }
+            for (dr, s) in [s0, s1].iter().enumerate() {
+                let even = add(&add3(&s[0], &s[1], &s[2]), &bias);
+                let odd = add(&sub3(&s[1], &s[2], &s[3]), &bias);
+                for l in 0..count {
+                    buffer[at[l] + dr * width] = even[l];
+                    buffer[at[l] + dr * width + 1] = odd[l];
+                }
+            }
+        }
+        copy_rows(&seg, plane, &tys, &buffer, y);
+        BUFFER.set(buffer);
+    }
+
+    /// As `avx512::bt4`.
+    #[inline(always)]
+    fn bt4(d: &[Lanes; 6], out: &mut [Lanes; 6]) {
+        let (d12, d1m2) = (add(&d[1], &d[2]), sub(&d[1], &d[2]));
+        let (d42, d31) = (sub(&d[4], &d[2]), sub(&d[3], &d[1]));
+        *out = [
+            fma(4.0, &d[0], &fnma(5.0, &d[2], &d[4])),
+            fnma(4.0, &d12, &add(&d[3], &d[4])),
+            fma(4.0, &d1m2, &sub(&d[4], &d[3])),
+            fma(2.0, &d31, &d42),
+            fnma(2.0, &d31, &d42),
+            fma(4.0, &d[1], &fnma(5.0, &d[3], &d[5])),
+        ];
+    }
+
+    /// As `avx512::at4`.
+    #[inline(always)]
+    fn at4(m: &[Lanes; 6], out: &mut [Lanes; 4]) {
+        let (a, b) = (add(&m[1], &m[2]), sub(&m[1], &m[2]));
+        let (c, e) = (add(&m[3], &m[4]), sub(&m[3], &m[4]));
+        *out = [add(&add(&m[0], &a), &c), fma(2.0, &e, &b), fma(4.0, &c, &a), fma(8.0, &e, &add(&b, &m[5]))];
+    }
+
+    /// As `avx512::input4`.
+    #[inline(always)]
+    pub fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+        let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
+        if seg.tiles == 0 {
+            return;
+        }
+        let width = seg.in_width();
+        let mut buffer = take_buffer(seg.in_len(tys.len()));
+        seg.bordered(x, plane, &tys, &mut buffer);
+        {
+            let buffer = &buffer[..];
+            for (t0, count, at) in seg.blocks(width) {
+                let mut rows = [[[0.0; BLOCK]; 6]; 6];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let mut d = [[0.0; BLOCK]; 6];
+                    for (j, d) in d.iter_mut().enumerate() {
+                        *d = gather(buffer, &at, i * width + j);
+                    }
+                    bt4(&d, row);
+                }
+                for j in 0..6 {
+                    let mut column = [[0.0; BLOCK]; 6];
+                    for (c, row) in column.iter_mut().zip(&rows) {
+                        *c = row[j];
+                    }
+                    let mut v6 = [[0.0; BLOCK]; 6];
+                    bt4(&column, &mut v6);
+                    for (i, t) in v6.iter().enumerate() {
+                        store(&mut v[(6 * i + j) * stride + t0..], t, count);
+                    }
+                }
+            }
+        }
+        BUFFER.set(buffer);
+    }
+
+    /// As `avx512::output4`.
+    #[inline(always)]
+    pub fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+        let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
+        if seg.tiles == 0 {
+            return;
+        }
+        let bias = [bias; BLOCK];
+        let width = seg.out_width();
+        let mut buffer = take_buffer(seg.m * tys.len() * width);
+        for (t0, count, at) in seg.blocks(width) {
+            // s[r][j] = (Aᵀ M)[r][j], r = 0..4.
+            let mut s = [[[0.0; BLOCK]; 6]; 4];
+            for j in 0..6 {
+                let mut column = [[0.0; BLOCK]; 6];
+                for (i, c) in column.iter_mut().enumerate() {
+                    *c = load(&m[(6 * i + j) * stride + t0..], count);
+                }
+                let mut a = [[0.0; BLOCK]; 4];
+                at4(&column, &mut a);
+                for (r, v) in a.into_iter().enumerate() {
+                    s[r][j] = v;
+                }
+            }
+            for (r, s) in s.iter().enumerate() {
+                let mut a = [[0.0; BLOCK]; 4];
+                at4(s, &mut a);
+                for (c, out) in a.iter().enumerate() {
+                    let out = add(out, &bias);
+                    for l in 0..count {
+                        buffer[at[l] + r * width + c] = out[l];
+                    }
+                }
+            }
+        }
+        copy_rows(&seg, plane, &tys, &buffer, y);
+        BUFFER.set(buffer);
+    }
+}
+
+/// `blocked` compiled for AVX2 with FMA.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Plane, blocked};
+    use std::ops::Range;
+
+    /// # Safety
+    /// AVX2 and FMA are available (the slices are checked).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+        blocked::input(x, plane, tys, v, stride)
+    }
+
+    /// # Safety
+    /// As [`input`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+        blocked::input4(x, plane, tys, v, stride)
+    }
+
+    /// # Safety
+    /// As [`input`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+        blocked::output(m, stride, plane, tys, bias, y)
+    }
+
+    /// # Safety
+    /// As [`input`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+        blocked::output4(m, stride, plane, tys, bias, y)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -707,8 +1094,13 @@ mod tests {
     use crate::model::grad::testutil::uniform;
     use ndarray::{Array4, ArrayD};
 
-    fn avx512() -> bool {
-        PackedRows::pack(Array2::<f32>::zeros((1, 1)).view()).is_some()
+    /// The instruction sets this CPU has (the tests run the transforms of each).
+    fn isas() -> Vec<Isa> {
+        let isas = Isa::available();
+        if isas.is_empty() {
+            eprintln!("this CPU has neither AVX-512F nor AVX2: Winograd is not used and was not checked");
+        }
+        isas
     }
 
     /// y[n, m, oy, ox] = b[m] + Σ_{c, i, j} w[m, c, i, j]·x[n, c, oy − pt + i, ox − pl + j]
@@ -742,13 +1134,11 @@ mod tests {
     /// five-vector split) and of 9, 10 and 18, pads 0–2 on either side
     /// (pad_end shows as the output size), channel counts off the 8/12-row
     /// panels, and small chunks that split images and tile rows — which
-    /// must give bit-identical results to one chunk.
+    /// must give bit-identical results to one chunk, and every instruction
+    /// set bit-identical results to the first.
     #[test]
     fn conv_matches_the_definition() {
-        if !avx512() {
-            eprintln!("this CPU has no AVX-512F: Winograd is not used and was not checked");
-            return;
-        }
+        let isas = isas();
         // (n, depth, rows, input, pad (top, left), pad (bottom, right))
         let cases = [
             (2, 8, 13, [7, 9], [1, 1], [1, 1]),
@@ -770,7 +1160,10 @@ mod tests {
             let b: Vec<f64> = b.iter().copied().collect();
             let want = naive(&x, &w, &b, &plane);
             let w32 = Array4::from_shape_vec((rows, depth, 3, 3), f32s(&w)).unwrap();
-            let wg = Winograd::new(w32.view()).expect("f32 on AVX-512 with ≥ 8 channels each way");
+            let wgs: Vec<Winograd> = isas
+                .iter()
+                .map(|&isa| Winograd::new_for(isa, w32.view()).expect("f32, ≥ 8 channels each way"))
+                .collect();
             let (x32, b32): (Vec<f32>, Vec<f32>) = (f32s(&x), b.iter().map(|&v| v as f32).collect());
             let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             // Each output is about α²·depth products of transformed values a
@@ -779,21 +1172,30 @@ mod tests {
             // 1.4–3.1e-6 in F(4×4) (larger transform weights, up to 5 in Bᵀ
             // and 8 in Aᵀ); the bounds leave a margin of ~10×.
             for (tile, tolerance) in [(Tile::F2, 2e-6), (Tile::F4, 3e-5)] {
-                // A guard of NaNs after the output must stay untouched.
-                let mut whole = vec![f32::NAN; want.len() + 64];
-                assert!(wg.conv_in_chunks(tile, &x32, n, &plane, Some(&b32), &mut whole, CHUNK_VALUES));
-                assert!(whole[want.len()..].iter().all(|v| v.is_nan()), "case {k} {tile:?}: wrote past the output");
-                for (i, (a, e)) in whole.iter().zip(&want).enumerate() {
-                    assert!(
-                        (f64::from(*a) - e).abs() <= tolerance * scale,
-                        "case {k} {tile:?}, output {i}: {a} vs {e}"
-                    );
-                }
-                let one_row = tile.positions() * (rows + depth) * plane.tiles(tile)[1];
-                for chunk_values in [1, 2 * one_row] {
-                    let mut chunked = vec![f32::NAN; want.len() + 64];
-                    assert!(wg.conv_in_chunks(tile, &x32, n, &plane, Some(&b32), &mut chunked, chunk_values));
-                    assert!(chunked.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "case {k} {tile:?}");
+                let mut first: Option<Vec<f32>> = None;
+                for wg in &wgs {
+                    // A guard of NaNs after the output must stay untouched.
+                    let mut whole = vec![f32::NAN; want.len() + 64];
+                    assert!(wg.conv_in_chunks(tile, &x32, n, &plane, Some(&b32), &mut whole, CHUNK_VALUES));
+                    assert!(whole[want.len()..].iter().all(|v| v.is_nan()), "case {k} {tile:?}: wrote past the output");
+                    for (i, (a, e)) in whole.iter().zip(&want).enumerate() {
+                        assert!(
+                            (f64::from(*a) - e).abs() <= tolerance * scale,
+                            "case {k} {tile:?}, output {i}: {a} vs {e}"
+                        );
+                    }
+                    let one_row = tile.positions() * (rows + depth) * plane.tiles(tile)[1];
+                    for chunk_values in [1, 2 * one_row] {
+                        let mut chunked = vec![f32::NAN; want.len() + 64];
+                        assert!(wg.conv_in_chunks(tile, &x32, n, &plane, Some(&b32), &mut chunked, chunk_values));
+                        assert!(
+                            chunked.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "case {k} {tile:?}"
+                        );
+                    }
+                    let first = first.get_or_insert_with(|| whole.clone());
+                    let same = first.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "case {k} {tile:?}: {:?} differs from {:?}", wg.isa, wgs[0].isa);
                 }
             }
         }
@@ -805,32 +1207,31 @@ mod tests {
     /// outputs' tiles (Aᵀ mixes d1..d4 into all four), but no other tile.
     #[test]
     fn a_nan_reaches_the_windows_that_hold_it_and_stays_in_their_tiles() {
-        if !avx512() {
-            return;
-        }
-        let plane = Plane { input: [9, 10], pad: [1, 1], out: [9, 10] };
-        let (ih, iw) = (9, 10);
-        let w = Array4::from_shape_fn((8, 8, 3, 3), |(m, c, i, j)| 0.1 + (m + c + i + j) as f32 * 0.01);
-        let wg = Winograd::new(w.view()).unwrap();
-        for tile in [Tile::F2, Tile::F4] {
-            let m = tile.m();
-            for (r, q) in [(0, 0), (2, 3), (8, 9), (3, 0), (4, 4), (5, 7)] {
-                let mut x = vec![0.5f32; 8 * ih * iw];
-                x[2 * ih * iw + r * iw + q] = f32::NAN;
-                let mut y = vec![0.0f32; 8 * ih * iw];
-                assert!(wg.conv_in_chunks(tile, &x, 1, &plane, None, &mut y, CHUNK_VALUES));
-                let mut reached_beyond = false;
-                for (i, v) in y.iter().enumerate() {
-                    let (oy, ox) = ((i % (ih * iw)) / iw, i % iw);
-                    let holds = oy.abs_diff(r) <= 1 && ox.abs_diff(q) <= 1;
-                    // The tile's input rows are m·ty − 1 ..= m·ty + m (pad 1), likewise columns.
-                    let in_tile = |o: usize, p: usize| (o / m * m).saturating_sub(1) <= p && p <= o / m * m + m;
-                    let own_tile = in_tile(oy, r) && in_tile(ox, q);
-                    assert!(!holds || v.is_nan(), "{tile:?}: NaN at ({r}, {q}) missed output ({oy}, {ox})");
-                    assert!(!v.is_nan() || own_tile, "{tile:?}: NaN at ({r}, {q}) left its tiles: ({oy}, {ox})");
-                    reached_beyond |= v.is_nan() && !holds;
+        for isa in isas() {
+            let plane = Plane { input: [9, 10], pad: [1, 1], out: [9, 10] };
+            let (ih, iw) = (9, 10);
+            let w = Array4::from_shape_fn((8, 8, 3, 3), |(m, c, i, j)| 0.1 + (m + c + i + j) as f32 * 0.01);
+            let wg = Winograd::new_for(isa, w.view()).unwrap();
+            for tile in [Tile::F2, Tile::F4] {
+                let m = tile.m();
+                for (r, q) in [(0, 0), (2, 3), (8, 9), (3, 0), (4, 4), (5, 7)] {
+                    let mut x = vec![0.5f32; 8 * ih * iw];
+                    x[2 * ih * iw + r * iw + q] = f32::NAN;
+                    let mut y = vec![0.0f32; 8 * ih * iw];
+                    assert!(wg.conv_in_chunks(tile, &x, 1, &plane, None, &mut y, CHUNK_VALUES));
+                    let mut reached_beyond = false;
+                    for (i, v) in y.iter().enumerate() {
+                        let (oy, ox) = ((i % (ih * iw)) / iw, i % iw);
+                        let holds = oy.abs_diff(r) <= 1 && ox.abs_diff(q) <= 1;
+                        // The tile's input rows are m·ty − 1 ..= m·ty + m (pad 1), likewise columns.
+                        let in_tile = |o: usize, p: usize| (o / m * m).saturating_sub(1) <= p && p <= o / m * m + m;
+                        let own_tile = in_tile(oy, r) && in_tile(ox, q);
+                        assert!(!holds || v.is_nan(), "{tile:?}: NaN at ({r}, {q}) missed output ({oy}, {ox})");
+                        assert!(!v.is_nan() || own_tile, "{tile:?}: NaN at ({r}, {q}) left its tiles: ({oy}, {ox})");
+                        reached_beyond |= v.is_nan() && !holds;
+                    }
+                    assert!(tile == Tile::F4 || !reached_beyond, "F2: NaN at ({r}, {q}) outside its windows");
                 }
-                assert!(tile == Tile::F4 || !reached_beyond, "F2: NaN at ({r}, {q}) outside its windows");
             }
         }
     }
