@@ -70,6 +70,8 @@ pub(super) trait Lanes: Copy {
     unsafe fn load_masked(m: Self::Mask, p: *const f32) -> Self;
     unsafe fn store(p: *mut f32, v: Self);
     unsafe fn store_masked(p: *mut f32, m: Self::Mask, v: Self);
+    unsafe fn add(a: Self, b: Self) -> Self;
+    unsafe fn sub(a: Self, b: Self) -> Self;
     /// a·b + c, rounded once.
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
 }
@@ -122,6 +124,14 @@ mod x86 {
             unsafe { _mm512_mask_storeu_ps(p, m, v.0) }
         }
         #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            unsafe { F32x16(_mm512_add_ps(a.0, b.0)) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self, b: Self) -> Self {
+            unsafe { F32x16(_mm512_sub_ps(a.0, b.0)) }
+        }
+        #[inline(always)]
         unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
             unsafe { F32x16(_mm512_fmadd_ps(a.0, b.0, c.0)) }
         }
@@ -160,6 +170,14 @@ mod x86 {
         #[inline(always)]
         unsafe fn store_masked(p: *mut f32, m: __m256i, v: Self) {
             unsafe { _mm256_maskstore_ps(p, m, v.0) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            unsafe { F32x8(_mm256_add_ps(a.0, b.0)) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self, b: Self) -> Self {
+            unsafe { F32x8(_mm256_sub_ps(a.0, b.0)) }
         }
         #[inline(always)]
         unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {

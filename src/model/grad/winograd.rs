@@ -331,11 +331,18 @@ fn segments(units: std::ops::Range<usize>, th: usize) -> impl Iterator<Item = (u
 /// the plane are then copied out. Lanes past the segment's last tile are
 /// computed from tile 0's values and never stored.
 mod blocked {
+    use super::super::simd::{F32x8, Lanes as _};
     use super::Plane;
     use std::ops::Range;
 
+    /// Tiles per block: two 8-lane vectors.
     const BLOCK: usize = 16;
-    type Lanes = [f32; BLOCK];
+
+    /// One value of each of a block's tiles. Every operation on it is an
+    /// AVX2 instruction: these functions are `unsafe` for that reason only,
+    /// and are called only from the `avx2` entry points.
+    #[derive(Clone, Copy)]
+    struct Lanes([F32x8; 2]);
 
     thread_local! {
         /// Each worker's bordered input or whole-tile output buffer.
@@ -352,60 +359,79 @@ mod blocked {
         buffer
     }
 
-    /// `f(t)` for every lane (a plain loop: `std::array::from_fn` is not
-    /// always inlined, and then runs without the caller's instruction set).
+    /// # Safety (every function taking or returning `Lanes`)
+    /// AVX2 and FMA are available.
     #[inline(always)]
-    fn lanewise(f: impl Fn(usize) -> f32) -> Lanes {
-        let mut out = [0.0; BLOCK];
-        for (t, out) in out.iter_mut().enumerate() {
-            *out = f(t);
-        }
-        out
+    unsafe fn zero() -> Lanes {
+        unsafe { Lanes([F32x8::zero(); 2]) }
     }
 
     #[inline(always)]
-    fn add(a: &Lanes, b: &Lanes) -> Lanes {
-        lanewise(|t| a[t] + b[t])
+    unsafe fn add(a: &Lanes, b: &Lanes) -> Lanes {
+        unsafe { Lanes([F32x8::add(a.0[0], b.0[0]), F32x8::add(a.0[1], b.0[1])]) }
     }
 
     #[inline(always)]
-    fn sub(a: &Lanes, b: &Lanes) -> Lanes {
-        lanewise(|t| a[t] - b[t])
+    unsafe fn sub(a: &Lanes, b: &Lanes) -> Lanes {
+        unsafe { Lanes([F32x8::sub(a.0[0], b.0[0]), F32x8::sub(a.0[1], b.0[1])]) }
     }
 
     /// k·a + b, rounded once (AVX-512's fmadd).
     #[inline(always)]
-    fn fma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
-        lanewise(|t| k.mul_add(a[t], b[t]))
+    unsafe fn fma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
+        unsafe {
+            let k = F32x8::splat(k);
+            Lanes([F32x8::fmadd(k, a.0[0], b.0[0]), F32x8::fmadd(k, a.0[1], b.0[1])])
+        }
     }
 
-    /// −k·a + b, rounded once (AVX-512's fnmadd).
+    /// −k·a + b, rounded once (AVX-512's fnmadd: −(k·a) + b is (−k)·a + b exactly).
     #[inline(always)]
-    fn fnma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
-        lanewise(|t| (-k).mul_add(a[t], b[t]))
+    unsafe fn fnma(k: f32, a: &Lanes, b: &Lanes) -> Lanes {
+        unsafe { fma(-k, a, b) }
     }
 
-    /// The first `count` values of `s` (which holds at least that many), zero after.
+    /// The lanes from 16 values.
     #[inline(always)]
-    fn load(s: &[f32], count: usize) -> Lanes {
+    unsafe fn from_array(v: &[f32; BLOCK]) -> Lanes {
+        unsafe { Lanes([F32x8::load(v.as_ptr()), F32x8::load(v.as_ptr().add(8))]) }
+    }
+
+    #[inline(always)]
+    unsafe fn to_array(t: &Lanes) -> [f32; BLOCK] {
         let mut out = [0.0; BLOCK];
-        // A whole block as a fixed-size copy: a variable-length one is a memcpy call.
-        if count == BLOCK {
-            out.copy_from_slice(&s[..BLOCK]);
-        } else {
-            out[..count].copy_from_slice(&s[..count]);
+        unsafe {
+            F32x8::store(out.as_mut_ptr(), t.0[0]);
+            F32x8::store(out.as_mut_ptr().add(8), t.0[1]);
         }
         out
     }
 
+    /// The first `count` values of `s` (which holds at least that many), zero after.
+    #[inline(always)]
+    unsafe fn load(s: &[f32], count: usize) -> Lanes {
+        if count == BLOCK {
+            let s = &s[..BLOCK];
+            // SAFETY: s holds 16 values.
+            return unsafe { Lanes([F32x8::load(s.as_ptr()), F32x8::load(s.as_ptr().add(8))]) };
+        }
+        let mut out = [0.0; BLOCK];
+        out[..count].copy_from_slice(&s[..count]);
+        unsafe { from_array(&out) }
+    }
+
     /// Stores the first `count` lanes of `t` at the start of `s`.
     #[inline(always)]
-    fn store(s: &mut [f32], t: &Lanes, count: usize) {
+    unsafe fn store(s: &mut [f32], t: &Lanes, count: usize) {
         if count == BLOCK {
-            s[..BLOCK].copy_from_slice(t);
-        } else {
-            s[..count].copy_from_slice(&t[..count]);
+            let s = &mut s[..BLOCK];
+            // SAFETY: s holds 16 values.
+            return unsafe {
+                F32x8::store(s.as_mut_ptr(), t.0[0]);
+                F32x8::store(s.as_mut_ptr().add(8), t.0[1]);
+            };
         }
+        s[..count].copy_from_slice(&unsafe { to_array(t) }[..count]);
     }
 
     /// A segment's tiles of side `m` (output) and `alpha` (input): `tys.len()`
@@ -434,13 +460,22 @@ mod blocked {
 
         /// The blocks: (first tile, tiles, per lane the offset of its tile's
         /// top-left value in a buffer of `width`; tile 0's past the end).
-        fn blocks(&self, width: usize) -> impl Iterator<Item = (usize, usize, [usize; BLOCK])> + '_ {
+        /// Checks that each lane's tile, `side` values square, lies inside a
+        /// buffer of `len` (true by construction), which is what lets
+        /// [`gather`] and the scatters skip the per-value bounds checks.
+        fn blocks(
+            &self,
+            width: usize,
+            side: usize,
+            len: usize,
+        ) -> impl Iterator<Item = (usize, usize, [usize; BLOCK])> + '_ {
             (0..self.tiles).step_by(BLOCK).map(move |t0| {
                 let count = (self.tiles - t0).min(BLOCK);
-                let at = std::array::from_fn(|l| {
+                let at: [usize; BLOCK] = std::array::from_fn(|l| {
                     let t = if l < count { t0 + l } else { 0 };
                     self.m * ((t / self.tw) * width + t % self.tw)
                 });
+                assert!(side <= width && at.iter().all(|&a| a + (side - 1) * width + side <= len));
                 (t0, count, at)
             })
         }
@@ -464,15 +499,28 @@ mod blocked {
         }
     }
 
-    /// Gathers value (i, j) of every lane's tile.
+    /// Gathers value (i, j) of every lane's tile, `offset` = i·width + j.
+    ///
+    /// # Safety
+    /// AVX2 is available; `at` came from [`Segment::blocks`] for `buffer`
+    /// and a tile side above i and j (so every `at[l] + offset` lies inside
+    /// `buffer`).
     #[inline(always)]
-    fn gather(buffer: &[f32], at: &[usize; BLOCK], offset: usize) -> Lanes {
-        lanewise(|l| buffer[at[l] + offset])
+    unsafe fn gather(buffer: &[f32], at: &[usize; BLOCK], offset: usize) -> Lanes {
+        let mut v = [0.0; BLOCK];
+        for (v, &at) in v.iter_mut().zip(at) {
+            // SAFETY: the caller's contract.
+            *v = unsafe { *buffer.get_unchecked(at + offset) };
+        }
+        unsafe { from_array(&v) }
     }
 
     /// As `avx512::input`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available (the slices are checked).
     #[inline(always)]
-    pub fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+    pub unsafe fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
         let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
         if seg.tiles == 0 {
             return;
@@ -480,14 +528,15 @@ mod blocked {
         let width = seg.in_width();
         let mut buffer = take_buffer(seg.in_len(tys.len()));
         seg.bordered(x, plane, &tys, &mut buffer);
-        {
-            let buffer = &buffer[..];
-            for (t0, count, at) in seg.blocks(width) {
-                let mut rows = [[[0.0; BLOCK]; 4]; 4];
+        // SAFETY: AVX2 and FMA (the contract); the gathers' offsets are
+        // within the side `blocks` checked.
+        unsafe {
+            for (t0, count, at) in seg.blocks(width, 4, buffer.len()) {
+                let mut rows = [[zero(); 4]; 4];
                 for (i, row) in rows.iter_mut().enumerate() {
-                    let mut d = [[0.0; BLOCK]; 4];
+                    let mut d = [zero(); 4];
                     for (j, d) in d.iter_mut().enumerate() {
-                        *d = gather(buffer, &at, i * width + j);
+                        *d = gather(&buffer, &at, i * width + j);
                     }
                     *row = [sub(&d[0], &d[2]), add(&d[1], &d[2]), sub(&d[2], &d[1]), sub(&d[1], &d[3])];
                 }
@@ -515,34 +564,61 @@ mod blocked {
         }
     }
 
-    /// As `avx512::output`.
+    /// Writes lane l of `t` at `at[l] + offset` of `buffer`, for l < count.
+    ///
+    /// # Safety
+    /// AVX2 is available; `at` came from [`Segment::blocks`] for `buffer`
+    /// and a tile side above the row and column `offset` stands for.
     #[inline(always)]
-    pub fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+    unsafe fn scatter(buffer: &mut [f32], at: &[usize; BLOCK], offset: usize, t: &Lanes, count: usize) {
+        let t = unsafe { to_array(t) };
+        for l in 0..count {
+            // SAFETY: the caller's contract.
+            unsafe { *buffer.get_unchecked_mut(at[l] + offset) = t[l] };
+        }
+    }
+
+    /// As `avx512::output`.
+    ///
+    /// # Safety
+    /// As [`input`].
+    #[inline(always)]
+    pub unsafe fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
         let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
         if seg.tiles == 0 {
             return;
         }
-        let bias = [bias; BLOCK];
-        let add3 = |a: &Lanes, b: &Lanes, c: &Lanes| add(&add(a, b), c);
-        let sub3 = |a: &Lanes, b: &Lanes, c: &Lanes| sub(&sub(a, b), c);
         let width = seg.out_width();
         let mut buffer = take_buffer(seg.m * tys.len() * width);
-        for (t0, count, at) in seg.blocks(width) {
-            let mut l = [[0.0; BLOCK]; 16];
-            for (xi, l) in l.iter_mut().enumerate() {
-                *l = load(&m[xi * stride + t0..], count);
+        let len = buffer.len();
+        // SAFETY: AVX2 and FMA (the contract); the scatters' offsets are
+        // within the side `blocks` checked.
+        unsafe {
+            let bias = from_array(&[bias; BLOCK]);
+            // (Plain calls, not closures: see `take_buffer`.)
+            #[inline(always)]
+            unsafe fn add3(a: &Lanes, b: &Lanes, c: &Lanes) -> Lanes {
+                unsafe { add(&add(a, b), c) }
             }
-            let (mut s0, mut s1) = ([[0.0; BLOCK]; 4], [[0.0; BLOCK]; 4]);
-            for j in 0..4 {
-                s0[j] = add3(&l[j], &l[4 + j], &l[8 + j]);
-                s1[j] = sub3(&l[4 + j], &l[8 + j], &l[12 + j]);
+            #[inline(always)]
+            unsafe fn sub3(a: &Lanes, b: &Lanes, c: &Lanes) -> Lanes {
+                unsafe { sub(&sub(a, b), c) }
             }
-            for (dr, s) in [s0, s1].iter().enumerate() {
-                let even = add(&add3(&s[0], &s[1], &s[2]), &bias);
-                let odd = add(&sub3(&s[1], &s[2], &s[3]), &bias);
-                for l in 0..count {
-                    buffer[at[l] + dr * width] = even[l];
-                    buffer[at[l] + dr * width + 1] = odd[l];
+            for (t0, count, at) in seg.blocks(width, 2, len) {
+                let mut l = [zero(); 16];
+                for (xi, l) in l.iter_mut().enumerate() {
+                    *l = load(&m[xi * stride + t0..], count);
+                }
+                let (mut s0, mut s1) = ([zero(); 4], [zero(); 4]);
+                for j in 0..4 {
+                    s0[j] = add3(&l[j], &l[4 + j], &l[8 + j]);
+                    s1[j] = sub3(&l[4 + j], &l[8 + j], &l[12 + j]);
+                }
+                for (dr, s) in [s0, s1].iter().enumerate() {
+                    let even = add(&add3(&s[0], &s[1], &s[2]), &bias);
+                    let odd = add(&sub3(&s[1], &s[2], &s[3]), &bias);
+                    scatter(&mut buffer, &at, dr * width, &even, count);
+                    scatter(&mut buffer, &at, dr * width + 1, &odd, count);
                 }
             }
         }
@@ -552,30 +628,37 @@ mod blocked {
 
     /// As `avx512::bt4`.
     #[inline(always)]
-    fn bt4(d: &[Lanes; 6], out: &mut [Lanes; 6]) {
-        let (d12, d1m2) = (add(&d[1], &d[2]), sub(&d[1], &d[2]));
-        let (d42, d31) = (sub(&d[4], &d[2]), sub(&d[3], &d[1]));
-        *out = [
-            fma(4.0, &d[0], &fnma(5.0, &d[2], &d[4])),
-            fnma(4.0, &d12, &add(&d[3], &d[4])),
-            fma(4.0, &d1m2, &sub(&d[4], &d[3])),
-            fma(2.0, &d31, &d42),
-            fnma(2.0, &d31, &d42),
-            fma(4.0, &d[1], &fnma(5.0, &d[3], &d[5])),
-        ];
+    unsafe fn bt4(d: &[Lanes; 6]) -> [Lanes; 6] {
+        unsafe {
+            let (d12, d1m2) = (add(&d[1], &d[2]), sub(&d[1], &d[2]));
+            let (d42, d31) = (sub(&d[4], &d[2]), sub(&d[3], &d[1]));
+            [
+                fma(4.0, &d[0], &fnma(5.0, &d[2], &d[4])),
+                fnma(4.0, &d12, &add(&d[3], &d[4])),
+                fma(4.0, &d1m2, &sub(&d[4], &d[3])),
+                fma(2.0, &d31, &d42),
+                fnma(2.0, &d31, &d42),
+                fma(4.0, &d[1], &fnma(5.0, &d[3], &d[5])),
+            ]
+        }
     }
 
     /// As `avx512::at4`.
     #[inline(always)]
-    fn at4(m: &[Lanes; 6], out: &mut [Lanes; 4]) {
-        let (a, b) = (add(&m[1], &m[2]), sub(&m[1], &m[2]));
-        let (c, e) = (add(&m[3], &m[4]), sub(&m[3], &m[4]));
-        *out = [add(&add(&m[0], &a), &c), fma(2.0, &e, &b), fma(4.0, &c, &a), fma(8.0, &e, &add(&b, &m[5]))];
+    unsafe fn at4(m: &[Lanes; 6]) -> [Lanes; 4] {
+        unsafe {
+            let (a, b) = (add(&m[1], &m[2]), sub(&m[1], &m[2]));
+            let (c, e) = (add(&m[3], &m[4]), sub(&m[3], &m[4]));
+            [add(&add(&m[0], &a), &c), fma(2.0, &e, &b), fma(4.0, &c, &a), fma(8.0, &e, &add(&b, &m[5]))]
+        }
     }
 
     /// As `avx512::input4`.
+    ///
+    /// # Safety
+    /// As [`input`].
     #[inline(always)]
-    pub fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
+    pub unsafe fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
         let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
         if seg.tiles == 0 {
             return;
@@ -583,25 +666,23 @@ mod blocked {
         let width = seg.in_width();
         let mut buffer = take_buffer(seg.in_len(tys.len()));
         seg.bordered(x, plane, &tys, &mut buffer);
-        {
-            let buffer = &buffer[..];
-            for (t0, count, at) in seg.blocks(width) {
-                let mut rows = [[[0.0; BLOCK]; 6]; 6];
+        // SAFETY: as in `input`.
+        unsafe {
+            for (t0, count, at) in seg.blocks(width, 6, buffer.len()) {
+                let mut rows = [[zero(); 6]; 6];
                 for (i, row) in rows.iter_mut().enumerate() {
-                    let mut d = [[0.0; BLOCK]; 6];
+                    let mut d = [zero(); 6];
                     for (j, d) in d.iter_mut().enumerate() {
-                        *d = gather(buffer, &at, i * width + j);
+                        *d = gather(&buffer, &at, i * width + j);
                     }
-                    bt4(&d, row);
+                    *row = bt4(&d);
                 }
                 for j in 0..6 {
-                    let mut column = [[0.0; BLOCK]; 6];
+                    let mut column = [zero(); 6];
                     for (c, row) in column.iter_mut().zip(&rows) {
                         *c = row[j];
                     }
-                    let mut v6 = [[0.0; BLOCK]; 6];
-                    bt4(&column, &mut v6);
-                    for (i, t) in v6.iter().enumerate() {
+                    for (i, t) in bt4(&column).iter().enumerate() {
                         store(&mut v[(6 * i + j) * stride + t0..], t, count);
                     }
                 }
@@ -611,36 +692,36 @@ mod blocked {
     }
 
     /// As `avx512::output4`.
+    ///
+    /// # Safety
+    /// As [`input`].
     #[inline(always)]
-    pub fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
+    pub unsafe fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
         let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
         if seg.tiles == 0 {
             return;
         }
-        let bias = [bias; BLOCK];
         let width = seg.out_width();
         let mut buffer = take_buffer(seg.m * tys.len() * width);
-        for (t0, count, at) in seg.blocks(width) {
-            // s[r][j] = (Aᵀ M)[r][j], r = 0..4.
-            let mut s = [[[0.0; BLOCK]; 6]; 4];
-            for j in 0..6 {
-                let mut column = [[0.0; BLOCK]; 6];
-                for (i, c) in column.iter_mut().enumerate() {
-                    *c = load(&m[(6 * i + j) * stride + t0..], count);
+        let len = buffer.len();
+        // SAFETY: as in `output`.
+        unsafe {
+            let bias = from_array(&[bias; BLOCK]);
+            for (t0, count, at) in seg.blocks(width, 4, len) {
+                // s[r][j] = (Aᵀ M)[r][j], r = 0..4.
+                let mut s = [[zero(); 6]; 4];
+                for j in 0..6 {
+                    let mut column = [zero(); 6];
+                    for (i, c) in column.iter_mut().enumerate() {
+                        *c = load(&m[(6 * i + j) * stride + t0..], count);
+                    }
+                    for (r, v) in at4(&column).into_iter().enumerate() {
+                        s[r][j] = v;
+                    }
                 }
-                let mut a = [[0.0; BLOCK]; 4];
-                at4(&column, &mut a);
-                for (r, v) in a.into_iter().enumerate() {
-                    s[r][j] = v;
-                }
-            }
-            for (r, s) in s.iter().enumerate() {
-                let mut a = [[0.0; BLOCK]; 4];
-                at4(s, &mut a);
-                for (c, out) in a.iter().enumerate() {
-                    let out = add(out, &bias);
-                    for l in 0..count {
-                        buffer[at[l] + r * width + c] = out[l];
+                for (r, s) in s.iter().enumerate() {
+                    for (c, out) in at4(s).iter().enumerate() {
+                        scatter(&mut buffer, &at, r * width + c, &add(out, &bias), count);
                     }
                 }
             }
@@ -660,28 +741,28 @@ mod avx2 {
     /// AVX2 and FMA are available (the slices are checked).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
-        blocked::input(x, plane, tys, v, stride)
+        unsafe { blocked::input(x, plane, tys, v, stride) }
     }
 
     /// # Safety
     /// As [`input`].
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
-        blocked::input4(x, plane, tys, v, stride)
+        unsafe { blocked::input4(x, plane, tys, v, stride) }
     }
 
     /// # Safety
     /// As [`input`].
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
-        blocked::output(m, stride, plane, tys, bias, y)
+        unsafe { blocked::output(m, stride, plane, tys, bias, y) }
     }
 
     /// # Safety
     /// As [`input`].
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
-        blocked::output4(m, stride, plane, tys, bias, y)
+        unsafe { blocked::output4(m, stride, plane, tys, bias, y) }
     }
 }
 
