@@ -8,7 +8,7 @@
 //! computed from its per-sample records: `advscan attack` and `advscan merge`
 //! both call it, which is what makes merged shards equal a single run.
 
-use crate::report::json::{Check, ClassRecord, MinEpsSummary, Results, Status};
+use crate::report::json::{Check, ClassRecord, MinEpsSummary, Results, SampleRecord, Status};
 use std::cmp::Ordering;
 
 /// The minimal-ε search stops when the bracket is narrower than this: a
@@ -91,59 +91,108 @@ pub fn summarize(clean: &[CleanOutcome], adv_probs: &[Vec<f32>], target: Option<
 /// Aggregates one run from its per-sample records, in sample order (the
 /// confidence drops are summed in that order, in f64).
 pub fn summarize_samples(items: &[SampleRun], target: Option<usize>, classes: usize) -> RunStats {
-    struct C {
-        label: Option<usize>,
-        pred: usize,
+    let mut tally = RunTally::new(target, classes);
+    for s in items {
+        tally.add(s);
     }
-    let clean: Vec<C> = items.iter().map(|s| C { label: s.label, pred: s.clean_pred }).collect();
-    let n = clean.len();
-    let adv_pred: Vec<usize> = items.iter().map(|s| s.adv_pred).collect();
-    let labelled = clean.iter().filter(|c| c.label.is_some()).count();
-    // Clean mistakes are not robust: robust = correct before and after.
-    let robust = clean.iter().zip(&adv_pred).filter(|(c, a)| c.label == Some(c.pred) && c.label == Some(**a)).count();
-    let flips = clean.iter().zip(&adv_pred).filter(|(c, a)| c.pred != **a).count();
-    let correct: Vec<usize> = (0..n).filter(|&i| clean[i].label == Some(clean[i].pred)).collect();
-    let success = correct
-        .iter()
-        .filter(|&&i| match target {
-            Some(t) => adv_pred[i] == t,
-            None => Some(adv_pred[i]) != clean[i].label,
-        })
-        .count();
-    let drop: f64 = items.iter().map(|s| (s.clean_confidence - s.adv_clean_prob) as f64).sum();
-    let mut per_class = Vec::new();
-    for class in 0..classes {
-        // Group by label, or by clean prediction for unlabelled samples.
-        let members: Vec<usize> = (0..n).filter(|&i| clean[i].label.unwrap_or(clean[i].pred) == class).collect();
-        if members.is_empty() {
-            continue;
+    tally.finish()
+}
+
+/// One run's counts, added sample by sample: [`summarize_samples`] without
+/// holding the samples. Samples must come in sample order: the confidence
+/// drops are summed in that order, in f64, which is what makes a streamed
+/// run's mean the same bits as the in-memory one.
+#[derive(Debug, Clone)]
+pub struct RunTally {
+    target: Option<usize>,
+    n: usize,
+    labelled: usize,
+    robust: usize,
+    flips: usize,
+    correct: usize,
+    success: usize,
+    drop: f64,
+    /// Indexed by class: samples grouped by label, or by clean prediction when unlabelled.
+    per_class: Vec<ClassTally>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClassTally {
+    n: usize,
+    labelled: usize,
+    robust: usize,
+    flips: usize,
+    predicted_as: Vec<usize>,
+}
+
+impl RunTally {
+    pub fn new(target: Option<usize>, classes: usize) -> RunTally {
+        RunTally {
+            target,
+            n: 0,
+            labelled: 0,
+            robust: 0,
+            flips: 0,
+            correct: 0,
+            success: 0,
+            drop: 0.0,
+            per_class: (0..classes)
+                .map(|_| ClassTally { predicted_as: vec![0; classes], ..Default::default() })
+                .collect(),
         }
-        let lab: Vec<usize> = members.iter().copied().filter(|&i| clean[i].label.is_some()).collect();
-        let rob = lab
-            .iter()
-            .filter(|&&i| clean[i].label == Some(clean[i].pred) && clean[i].label == Some(adv_pred[i]))
-            .count();
-        let mut predicted_as = vec![0; classes];
-        for &i in &members {
-            if let Some(slot) = predicted_as.get_mut(adv_pred[i]) {
+    }
+
+    pub fn add(&mut self, s: &SampleRun) {
+        let correct = s.label == Some(s.clean_pred);
+        // Clean mistakes are not robust: robust = correct before and after.
+        let robust = correct && s.label == Some(s.adv_pred);
+        let flipped = s.clean_pred != s.adv_pred;
+        self.n += 1;
+        self.labelled += usize::from(s.label.is_some());
+        self.robust += usize::from(robust);
+        self.flips += usize::from(flipped);
+        if correct {
+            self.correct += 1;
+            let success = match self.target {
+                Some(t) => s.adv_pred == t,
+                None => Some(s.adv_pred) != s.label,
+            };
+            self.success += usize::from(success);
+        }
+        self.drop += (s.clean_confidence - s.adv_clean_prob) as f64;
+        // A class outside the model's range (a label beyond it) is in no class row.
+        if let Some(c) = self.per_class.get_mut(s.label.unwrap_or(s.clean_pred)) {
+            c.n += 1;
+            c.labelled += usize::from(s.label.is_some());
+            c.robust += usize::from(robust);
+            c.flips += usize::from(flipped);
+            if let Some(slot) = c.predicted_as.get_mut(s.adv_pred) {
                 *slot += 1;
             }
         }
-        per_class.push(ClassRecord {
-            class,
-            n: members.len(),
-            robust_accuracy: ratio(rob, lab.len()),
-            flip_rate: ratio(members.iter().filter(|&&i| clean[i].pred != adv_pred[i]).count(), members.len())
-                .unwrap_or(0.0),
-            predicted_as,
-        });
     }
-    RunStats {
-        robust_accuracy: ratio(robust, labelled),
-        flip_rate: ratio(flips, n).unwrap_or(0.0),
-        attack_success_rate: ratio(success, correct.len()),
-        mean_confidence_drop: if n > 0 { drop / n as f64 } else { 0.0 },
-        per_class,
+
+    pub fn finish(self) -> RunStats {
+        let n = self.n;
+        RunStats {
+            robust_accuracy: ratio(self.robust, self.labelled),
+            flip_rate: ratio(self.flips, n).unwrap_or(0.0),
+            attack_success_rate: ratio(self.success, self.correct),
+            mean_confidence_drop: if n > 0 { self.drop / n as f64 } else { 0.0 },
+            per_class: self
+                .per_class
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| c.n > 0)
+                .map(|(class, c)| ClassRecord {
+                    class,
+                    n: c.n,
+                    robust_accuracy: ratio(c.robust, c.labelled),
+                    flip_rate: ratio(c.flips, c.n).unwrap_or(0.0),
+                    predicted_as: c.predicted_as,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -182,13 +231,45 @@ pub struct CheckInputs {
     pub gradients: Option<(usize, usize, usize)>,
     /// Samples whose logits differed between two identical forward passes, of how many.
     pub nondeterministic: (usize, usize),
-    /// Per sample, how far the verdict logits were from tract's on the clean
-    /// image (`SampleChecks::engine_gap`); empty when every verdict is tract's.
-    pub engine_gaps: Vec<f32>,
+    /// How far the verdict logits were from tract's on the clean images
+    /// (`SampleChecks::engine_gap`); none measured when every verdict is tract's.
+    pub engine_gaps: EngineGaps,
     /// Directional-derivative checks: (g·d, central difference) per probe.
     pub directional: Vec<(f64, f64)>,
     /// Saved adversarial files whose read-back prediction differed from the recorded one, of how many.
     pub round_trip: Option<(usize, usize)>,
+}
+
+/// The engine-vs-tract gaps of a run, gathered sample by sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EngineGaps {
+    /// Samples measured.
+    pub n: usize,
+    /// The largest gap (NaN when the last one was NaN, as the fold over all samples always gave).
+    pub worst: f32,
+    /// Gaps above [`EngineGaps::LIMIT`], or NaN.
+    pub over: usize,
+}
+
+impl EngineGaps {
+    /// Verdicts are the engine's wherever the top two logits are more than
+    /// NEAR_TIE apart; a margin moves by at most twice the gap, so a gap of
+    /// NEAR_TIE / 8 leaves a 4× reserve for the adversarial images.
+    pub const LIMIT: f32 = crate::model::onnx::NEAR_TIE / 8.0;
+
+    pub fn add(&mut self, gap: f32) {
+        self.n += 1;
+        self.worst = if gap.is_nan() { f32::NAN } else { self.worst.max(gap) };
+        self.over += usize::from(gap.is_nan() || gap > Self::LIMIT);
+    }
+
+    pub fn of(gaps: &[f32]) -> EngineGaps {
+        let mut all = EngineGaps::default();
+        for &g in gaps {
+            all.add(g);
+        }
+        all
+    }
 }
 
 fn check(name: &str, status: Status, detail: String) -> Check {
@@ -339,14 +420,9 @@ pub fn trust_checks(inp: &CheckInputs) -> Vec<Check> {
             format!("two forward passes disagreed on {nd} of {n} samples: results are not reproducible"),
         )
     });
-    if !inp.engine_gaps.is_empty() {
-        // Verdicts are the engine's wherever the top two logits are more than
-        // NEAR_TIE apart; a margin moves by at most twice the gap, so a gap
-        // of NEAR_TIE / 8 leaves a 4× reserve for the adversarial images.
-        let limit = crate::model::onnx::NEAR_TIE / 8.0;
-        let n = inp.engine_gaps.len();
-        let worst = inp.engine_gaps.iter().fold(0f32, |m, &g| if g.is_nan() { f32::NAN } else { m.max(g) });
-        let over = inp.engine_gaps.iter().filter(|&&g| !(g <= limit)).count();
+    if inp.engine_gaps.n > 0 {
+        let limit = EngineGaps::LIMIT;
+        let EngineGaps { n, worst, over } = inp.engine_gaps;
         out.push(if over == 0 {
             check(
                 "engine_matches_tract",
@@ -425,107 +501,189 @@ pub fn fragility_cmp(a: (Option<f32>, f32, usize), b: (Option<f32>, f32, usize))
 /// `samples[i].outcomes[k]` must belong to `runs[k]`. `classes` is the model's
 /// class count. The error says which record does not fit.
 pub fn aggregate(r: &mut Results, classes: usize) -> Result<(), String> {
-    let n = r.samples.len();
+    let mut all = Aggregate::new(r, classes);
     for s in &r.samples {
-        if s.outcomes.len() != r.runs.len() {
-            return Err(format!("sample '{}' has {} outcome(s) for {} run(s)", s.id, s.outcomes.len(), r.runs.len()));
+        all.add(s)?;
+    }
+    all.finish(r);
+    Ok(())
+}
+
+/// Whether a check held, over the samples where it was measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    yes: usize,
+    n: usize,
+}
+
+impl Measured {
+    fn add(&mut self, v: Option<bool>) {
+        if let Some(v) = v {
+            self.n += 1;
+            self.yes += usize::from(v);
         }
-        if let Some(o) = s.outcomes.iter().zip(&r.runs).find(|(o, run)| {
+    }
+    fn get(self) -> Option<(usize, usize)> {
+        (self.n > 0).then_some((self.yes, self.n))
+    }
+}
+
+/// [`aggregate`] one record at a time, so that `advscan attack` computes the
+/// figures while it streams its records from disk instead of holding them.
+/// Records must be added in sample order (see [`RunTally`]). Per sample it
+/// keeps only the minimal ε (with `--min-eps`: the quartiles need every value).
+pub struct Aggregate {
+    /// (attack, norm, ε label) of each run, which `outcomes[k]` must match.
+    runs: Vec<(String, String, String)>,
+    n: usize,
+    labelled: usize,
+    clean_correct: usize,
+    tallies: Vec<RunTally>,
+    /// `None` from the first sample without a quantised prediction on.
+    quantized: Vec<Option<RunTally>>,
+    min_eps: Option<Vec<Option<f32>>>,
+    eps_zero: Measured,
+    gradient_zero: Measured,
+    gradient_nonfinite: Measured,
+    round_trip_failed: Measured,
+    nondeterministic: usize,
+    engine_gaps: EngineGaps,
+    directional: Vec<(f64, f64)>,
+}
+
+impl Aggregate {
+    /// For results with `r`'s runs and settings.
+    pub fn new<S>(r: &Results<S>, classes: usize) -> Aggregate {
+        let target = r.settings.targeted;
+        Aggregate {
+            runs: r.runs.iter().map(|run| (run.attack.clone(), run.norm.clone(), run.eps_label.clone())).collect(),
+            n: 0,
+            labelled: 0,
+            clean_correct: 0,
+            tallies: r.runs.iter().map(|_| RunTally::new(target, classes)).collect(),
+            quantized: r.runs.iter().map(|_| Some(RunTally::new(target, classes))).collect(),
+            min_eps: r.settings.min_eps.then(Vec::new),
+            eps_zero: Measured::default(),
+            gradient_zero: Measured::default(),
+            gradient_nonfinite: Measured::default(),
+            round_trip_failed: Measured::default(),
+            nondeterministic: 0,
+            engine_gaps: EngineGaps::default(),
+            directional: Vec::new(),
+        }
+    }
+
+    /// Adds the next sample; the error says why its record does not fit the runs.
+    pub fn add(&mut self, s: &SampleRecord) -> Result<(), String> {
+        if s.outcomes.len() != self.runs.len() {
+            return Err(format!(
+                "sample '{}' has {} outcome(s) for {} run(s)",
+                s.id,
+                s.outcomes.len(),
+                self.runs.len()
+            ));
+        }
+        if let Some((o, run)) = s.outcomes.iter().zip(&self.runs).find(|(o, run)| {
             (o.attack.as_str(), o.norm.as_str(), o.eps_label.as_str())
-                != (run.attack.as_str(), run.norm.as_str(), run.eps_label.as_str())
+                != (run.0.as_str(), run.1.as_str(), run.2.as_str())
         }) {
             return Err(format!(
                 "sample '{}' has an outcome of {} {} ε={} where {} {} ε={} was run",
-                s.id, o.0.attack, o.0.norm, o.0.eps_label, o.1.attack, o.1.norm, o.1.eps_label
+                s.id, o.attack, o.norm, o.eps_label, run.0, run.1, run.2
             ));
         }
-    }
-    r.data.samples = n;
-    r.data.labelled = r.samples.iter().filter(|s| s.label.is_some()).count();
-    r.clean.accuracy = ratio(r.samples.iter().filter(|s| s.label == Some(s.clean_pred)).count(), r.data.labelled);
-
-    let mut points = Vec::with_capacity(r.runs.len());
-    for (k, run) in r.runs.iter_mut().enumerate() {
-        let items: Vec<SampleRun> = r
-            .samples
-            .iter()
-            .map(|s| SampleRun {
+        self.n += 1;
+        self.labelled += usize::from(s.label.is_some());
+        self.clean_correct += usize::from(s.label == Some(s.clean_pred));
+        for ((o, tally), quantized) in s.outcomes.iter().zip(&mut self.tallies).zip(&mut self.quantized) {
+            let item = SampleRun {
                 label: s.label,
                 clean_pred: s.clean_pred,
                 clean_confidence: s.clean_confidence,
-                adv_pred: s.outcomes[k].pred,
-                adv_clean_prob: s.outcomes[k].clean_pred_prob,
-            })
-            .collect();
-        let stats = summarize_samples(&items, r.settings.targeted, classes);
-        run.robust_accuracy = stats.robust_accuracy;
-        run.flip_rate = stats.flip_rate;
-        run.attack_success_rate = stats.attack_success_rate;
-        run.mean_confidence_drop = stats.mean_confidence_drop;
-        run.per_class = stats.per_class;
-        let quantized: Option<Vec<SampleRun>> = items
-            .iter()
-            .zip(&r.samples)
-            .map(|(item, s)| s.outcomes[k].pred_quantized.map(|adv_pred| SampleRun { adv_pred, ..*item }))
-            .collect();
-        (run.flip_rate_quantized, run.robust_accuracy_quantized) = match quantized {
-            Some(q) if n > 0 => {
-                let stats = summarize_samples(&q, r.settings.targeted, classes);
-                (Some(stats.flip_rate), stats.robust_accuracy)
+                adv_pred: o.pred,
+                adv_clean_prob: o.clean_pred_prob,
+            };
+            tally.add(&item);
+            match (o.pred_quantized, quantized.as_mut()) {
+                (Some(adv_pred), Some(q)) => q.add(&SampleRun { adv_pred, ..item }),
+                _ => *quantized = None,
             }
-            _ => (None, None),
-        };
-        points.push(RunPoint {
-            attack: run.attack.clone(),
-            eps: run.eps,
-            robust_accuracy: run.robust_accuracy,
-            flip_rate: run.flip_rate,
-        });
+        }
+        if let Some(found) = &mut self.min_eps {
+            found.push(s.min_eps.flatten());
+        }
+        let d = &s.check_data;
+        self.eps_zero.add(d.eps_zero_changed);
+        self.gradient_zero.add(d.gradient_zero);
+        self.gradient_nonfinite.add(d.gradient_nonfinite);
+        self.round_trip_failed.add(d.round_trip.map(|ok| !ok));
+        self.nondeterministic += usize::from(d.nondeterministic);
+        if let Some(g) = d.engine_gap {
+            self.engine_gaps.add(g);
+        }
+        if let Some([gd, fd]) = d.directional
+            && self.directional.len() < DIRECTIONAL_PROBES
+        {
+            self.directional.push((gd as f64, fd as f64));
+        }
+        Ok(())
     }
 
-    r.min_eps = if r.settings.min_eps {
-        let found: Vec<Option<f32>> = r.samples.iter().map(|s| s.min_eps.flatten()).collect();
-        let (q1, median, q3) = quartiles(&found);
-        Some(MinEpsSummary {
-            attack: "pgd".into(),
-            norm: r.settings.norm.clone(),
-            precision: MIN_EPS_PRECISION,
-            eps_max: r.runs.iter().map(|run| run.eps).fold(0.0, f32::max),
-            flipped: found.iter().filter(|v| v.is_some()).count(),
-            median,
-            q1,
-            q3,
-        })
-    } else {
-        None
-    };
-
-    let data: Vec<_> = r.samples.iter().map(|s| &s.check_data).collect();
-    let measured = |f: &dyn Fn(&crate::report::json::SampleChecks) -> Option<bool>| {
-        let v: Vec<bool> = data.iter().filter_map(|d| f(d)).collect();
-        (!v.is_empty()).then(|| (v.iter().filter(|&&b| b).count(), v.len()))
-    };
-    let eps_zero = measured(&|d| d.eps_zero_changed);
-    let gradients = match (measured(&|d| d.gradient_zero), measured(&|d| d.gradient_nonfinite)) {
-        (Some((zero, n)), Some((nonfinite, _))) => Some((zero, nonfinite, n)),
-        _ => None,
-    };
-    let inputs = CheckInputs {
-        runs: points,
-        eps_zero,
-        gradients,
-        nondeterministic: (data.iter().filter(|d| d.nondeterministic).count(), n),
-        round_trip: measured(&|d| d.round_trip.map(|ok| !ok)),
-        engine_gaps: data.iter().filter_map(|d| d.engine_gap).collect(),
-        directional: data
-            .iter()
-            .filter_map(|d| d.directional)
-            .map(|[gd, fd]| (gd as f64, fd as f64))
-            .take(DIRECTIONAL_PROBES)
-            .collect(),
-    };
-    r.checks = trust_checks(&inputs);
-    Ok(())
+    /// Writes the aggregates into `r` (whose runs and settings it was made for).
+    pub fn finish<S>(self, r: &mut Results<S>) {
+        let n = self.n;
+        r.data.samples = n;
+        r.data.labelled = self.labelled;
+        r.clean.accuracy = ratio(self.clean_correct, self.labelled);
+        let mut points = Vec::with_capacity(r.runs.len());
+        for ((run, tally), quantized) in r.runs.iter_mut().zip(self.tallies).zip(self.quantized) {
+            let stats = tally.finish();
+            run.robust_accuracy = stats.robust_accuracy;
+            run.flip_rate = stats.flip_rate;
+            run.attack_success_rate = stats.attack_success_rate;
+            run.mean_confidence_drop = stats.mean_confidence_drop;
+            run.per_class = stats.per_class;
+            (run.flip_rate_quantized, run.robust_accuracy_quantized) = match quantized {
+                Some(q) if n > 0 => {
+                    let stats = q.finish();
+                    (Some(stats.flip_rate), stats.robust_accuracy)
+                }
+                _ => (None, None),
+            };
+            points.push(RunPoint {
+                attack: run.attack.clone(),
+                eps: run.eps,
+                robust_accuracy: run.robust_accuracy,
+                flip_rate: run.flip_rate,
+            });
+        }
+        r.min_eps = self.min_eps.map(|found| {
+            let (q1, median, q3) = quartiles(&found);
+            MinEpsSummary {
+                attack: "pgd".into(),
+                norm: r.settings.norm.clone(),
+                precision: MIN_EPS_PRECISION,
+                eps_max: r.runs.iter().map(|run| run.eps).fold(0.0, f32::max),
+                flipped: found.iter().filter(|v| v.is_some()).count(),
+                median,
+                q1,
+                q3,
+            }
+        });
+        let gradients = match (self.gradient_zero.get(), self.gradient_nonfinite.get()) {
+            (Some((zero, n)), Some((nonfinite, _))) => Some((zero, nonfinite, n)),
+            _ => None,
+        };
+        r.checks = trust_checks(&CheckInputs {
+            runs: points,
+            eps_zero: self.eps_zero.get(),
+            gradients,
+            nondeterministic: (self.nondeterministic, n),
+            engine_gaps: self.engine_gaps,
+            directional: self.directional,
+            round_trip: self.round_trip_failed.get(),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -604,7 +762,7 @@ mod tests {
             gradients: Some((0, 0, 10)),
             nondeterministic: (0, 10),
             // NEAR_TIE / 8 = 1.25e-4 is the limit; the committed models measure ~1e-6.
-            engine_gaps: vec![1e-6, 0.0, 1.2e-4],
+            engine_gaps: EngineGaps::of(&[1e-6, 0.0, 1.2e-4]),
             directional: vec![(1.0, 1.001)],
             round_trip: Some((0, 2)),
         };
@@ -620,7 +778,7 @@ mod tests {
         bad.gradients = Some((3, 0, 10));
         bad.nondeterministic = (2, 10);
         bad.directional = vec![(1.0, -0.5)];
-        bad.engine_gaps = vec![1e-6, 1.3e-4];
+        bad.engine_gaps = EngineGaps::of(&[1e-6, 1.3e-4]);
         let flagged = trust_checks(&bad);
         assert_eq!(status(&flagged, "monotone_in_eps"), Status::Warn);
         assert_eq!(status(&flagged, "no_gradient_masking"), Status::Warn);
@@ -631,9 +789,9 @@ mod tests {
         assert_eq!(status(&flagged, "model_deterministic"), Status::Fail);
         assert_eq!(status(&flagged, "directional_derivative"), Status::Warn);
         assert_eq!(status(&flagged, "engine_matches_tract"), Status::Fail);
-        bad.engine_gaps = vec![f32::NAN];
+        bad.engine_gaps = EngineGaps::of(&[f32::NAN]);
         assert_eq!(status(&trust_checks(&bad), "engine_matches_tract"), Status::Fail);
-        bad.engine_gaps.clear();
+        bad.engine_gaps = EngineGaps::default();
         assert!(trust_checks(&bad).iter().all(|c| c.name != "engine_matches_tract"), "not measured, not shown");
         bad.gradients = Some((0, 1, 10));
         assert_eq!(status(&trust_checks(&bad), "gradients_finite"), Status::Fail);

@@ -373,17 +373,21 @@ fn num(v: f64) -> String {
 }
 
 /// Applies the policy. `baseline` is needed by `max_robust_accuracy_drop`.
-pub fn evaluate(policy: &Policy, results: &Results, baseline: Option<&Results>) -> Result<Verdict, GateError> {
+pub fn evaluate<S, B>(
+    policy: &Policy,
+    results: &Results<S>,
+    baseline: Option<&Results<B>>,
+) -> Result<Verdict, GateError> {
     let outcomes =
         policy.requirements.iter().map(|req| outcome(policy, req, results, baseline)).collect::<Result<_, _>>()?;
     Ok(Verdict { outcomes })
 }
 
-fn outcome(
+fn outcome<S, B>(
     policy: &Policy,
     req: &Requirement,
-    results: &Results,
-    baseline: Option<&Results>,
+    results: &Results<S>,
+    baseline: Option<&Results<B>>,
 ) -> Result<RequirementOutcome, GateError> {
     let requirement = req.describe();
     let cannot = |reason: String| GateError::Unmatched {
@@ -491,9 +495,21 @@ fn outcome(
 
 /// Reads a `results.json` written by `advscan attack`.
 pub fn read_results(path: &Path) -> Result<Results, GateError> {
+    read_results_as(path)
+}
+
+/// results.json with its samples digested as they are read, for the reports
+/// and the gate: memory does not grow with the number of samples.
+pub fn read_summary(path: &Path) -> Result<crate::report::digest::Summary, GateError> {
+    read_results_as(path)
+}
+
+/// results.json, its schema version checked, with `samples` read as `S`;
+/// streamed from the file, never held whole in memory.
+pub fn read_results_as<S: serde::de::DeserializeOwned>(path: &Path) -> Result<Results<S>, GateError> {
     let err = |reason: String| GateError::Results { path: path.to_path_buf(), reason };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let results: Results = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let results: Results<S> = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| err(e.to_string()))?;
     if results.schema_version != crate::report::json::SCHEMA_VERSION {
         return Err(err(format!(
             "schema version {} (this advscan reads {})",

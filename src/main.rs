@@ -8,7 +8,7 @@ mod cli;
 
 use advscan::gate::{self, Policy, Verdict};
 use advscan::inspect::inspect;
-use advscan::report::json::Results;
+use advscan::report::digest::Summary;
 use advscan::report::staging::Staging;
 use advscan::run::{AttackRequest, run_attack};
 use clap::Parser;
@@ -22,12 +22,12 @@ use std::process::ExitCode;
 /// reports are written either way, since the run's figures are still worth reading.
 fn gate_and_report(
     dir: &Path,
-    results: &Results,
+    results: &Summary,
     policy: Option<&Policy>,
     baseline: Option<&Path>,
 ) -> anyhow::Result<anyhow::Result<Option<Verdict>>> {
     let verdict = baseline
-        .map(gate::read_results)
+        .map(gate::read_summary)
         .transpose()
         .and_then(|b| policy.map(|p| gate::evaluate(p, results, b.as_ref())).transpose());
     advscan::report::write_reports(dir, results, verdict.as_ref().ok().and_then(Option::as_ref))?;
@@ -55,10 +55,12 @@ fn parent(p: &Path) -> &Path {
 /// What `attack` and `merge` do once results.json is staged: gate, write the
 /// reports beside it, swap the finished report folder in over `--out`, print
 /// the table, and turn verdict and skipped inputs into the exit status.
-fn finish(results: &Results, staging: Staging, policy: Option<&Policy>) -> anyhow::Result<ExitCode> {
+fn finish(staging: Staging, policy: Option<&Policy>) -> anyhow::Result<ExitCode> {
     // Render from the file as written, exactly as `advscan report` does, so
-    // both produce the same bytes whatever float parsing does.
-    let written = gate::read_results(&staging.path().join("results.json"))?;
+    // both produce the same bytes whatever float parsing does; its samples
+    // are digested as they are read, never held.
+    let written = gate::read_summary(&staging.path().join("results.json"))?;
+    let results = &written;
     let verdict = gate_and_report(staging.path(), &written, policy, None)?;
     // A signal that arrived after the last batch still means "stop": the
     // previous report stays.
@@ -130,23 +132,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             advscan::interrupt::install()?;
             let outcome = run_attack(&req)?;
-            finish(&outcome.results, outcome.staging, policy.as_ref())
+            finish(outcome.staging, policy.as_ref())
         }
         Command::Merge { inputs, policy, out } => {
             let policy = policy.as_deref().map(Policy::from_file).transpose()?;
             let outcome = advscan::merge::merge(&inputs, &out)?;
             println!("merged {} shard(s): {} sample(s)", inputs.len(), outcome.results.samples.len());
-            finish(&outcome.results, outcome.staging, policy.as_ref())
+            finish(outcome.staging, policy.as_ref())
         }
         Command::Gate { policy, baseline, results } => {
             let policy = Policy::from_file(&policy)?;
-            let r = gate::read_results(&results)?;
+            let r = gate::read_summary(&results)?;
             let verdict = gate_and_report(parent(&results), &r, Some(&policy), baseline.as_deref())??;
             Ok(print_verdict(&verdict.expect("a policy was given")))
         }
         Command::Report { results, policy, baseline } => {
             let policy = policy.as_deref().map(Policy::from_file).transpose()?;
-            let r = gate::read_results(&results)?;
+            let r = gate::read_summary(&results)?;
             gate_and_report(parent(&results), &r, policy.as_ref(), baseline.as_deref())??;
             println!("wrote report.html, summary.md and junit.xml in {}", parent(&results).display());
             Ok(ExitCode::SUCCESS)

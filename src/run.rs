@@ -170,7 +170,8 @@ pub struct AttackRequest {
 /// The run's record, and whether any input was skipped (the binary turns
 /// that into its exit status).
 pub struct RunOutcome {
-    pub results: Results,
+    /// As written to results.json, with its samples digested (they are not held in memory).
+    pub results: crate::report::digest::Summary,
     /// Holds results.json (and manifest.sha256, adversarial/) until the caller has
     /// added the reports and commits it over `--out`.
     pub staging: Staging,
@@ -216,19 +217,17 @@ impl Objective for Counted<'_> {
     }
 }
 
-/// What run.rs keeps of a decoded scan between its decodes: enough to group
-/// it and describe it, not its pixels.
-#[derive(Debug, Clone)]
+/// What the first decode keeps of a scan: enough to group it, not its pixels.
+#[derive(Debug, Clone, Copy)]
 struct ScanMeta {
     shape: [usize; 3],
     intensity: Intensity,
-    record: ScanRecord,
 }
 
 impl ScanMeta {
-    fn of(scan: Scan) -> ScanMeta {
+    fn of(scan: &Scan) -> ScanMeta {
         let s = scan.data.shape();
-        ScanMeta { shape: [s[0], s[1], s[2]], intensity: scan.intensity, record: scan.record }
+        ScanMeta { shape: [s[0], s[1], s[2]], intensity: scan.intensity }
     }
 }
 
@@ -240,11 +239,17 @@ pub const MANIFEST_FILE: &str = "manifest.sha256";
 /// exercised too.
 pub const ZERO_CHECK_STEPS: usize = 2;
 
-/// One file read by the run, with the sha256 of its bytes (the data manifest).
-struct ManifestEntry {
-    path: PathBuf,
-    sha256: String,
-}
+/// Files decoded at a time by the first pass (which learns shapes, intensity
+/// maps and hashes): bounds what it holds, whatever the data set's size.
+const DECODE_WINDOW: usize = 256;
+
+/// Spill files in the staging folder (see `report::spill`): the records as
+/// their batches finish, then in sample order with the late check data.
+const RAW_SPILL: &str = ".samples-raw.jsonl";
+const SAMPLES_SPILL: &str = ".samples.jsonl";
+
+/// `offsets[i]` of a sample with no record (skipped after decoding).
+const NO_RECORD: u64 = u64::MAX;
 
 /// `sha256sum` lines (`HASH  PATH`, paths relative to the data folder when
 /// inside it), sorted by path: `sha256sum -c` checks them, and the sha256 of
@@ -261,75 +266,102 @@ fn manifest_path(data: &std::path::Path, file: &std::path::Path) -> String {
     file.strip_prefix(root).unwrap_or(file).to_string_lossy().replace('\\', "/")
 }
 
+/// One sample of the run: a frame of a listed file. The listing holds its
+/// path, id and label; this is all a run keeps per sample while it attacks.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    /// Index in the data set listing.
+    listing: usize,
+    /// 1-based frame of a multi-frame file (as `ScanRecord::frame`).
+    frame: Option<usize>,
+    /// Its preprocessing group.
+    group: usize,
+}
+
+impl Item {
+    /// The listing's sample, with the id of its frame (`id#k`).
+    fn sample(self, listing: &[Sample]) -> Sample {
+        let s = &listing[self.listing];
+        let id = match self.frame {
+            Some(k) => format!("{}#{k}", s.id),
+            None => s.id.clone(),
+        };
+        Sample { id, path: s.path.clone(), label: s.label }
+    }
+}
+
 /// Decodes samples' pixels again when a batch needs them; a file whose
 /// bytes changed since the run first read it is an error, not silently a
 /// different scan.
 struct Loader<'a> {
-    samples: &'a [Sample],
-    metas: &'a [ScanMeta],
-    manifest: &'a std::collections::HashMap<PathBuf, String>,
+    listing: &'a [Sample],
+    /// sha256 of each listed file's bytes when first read (`None`: not read).
+    sha256: &'a [Option<[u8; 32]>],
+    groups: &'a [Group],
     max_pixels: u64,
     config: &'a ModelConfig,
 }
 
 impl Loader<'_> {
-    fn decode_file(&self, path: &std::path::Path) -> Result<Vec<Scan>, Error> {
-        let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
-        if self.manifest.get(path).map(String::as_str) != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+    fn decode_file(&self, listing: usize) -> Result<Vec<Scan>, Error> {
+        let path = &self.listing[listing].path;
+        let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.clone(), source })?;
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if self.sha256.get(listing).copied().flatten() != Some(sha256) {
             return Err(Error::Output {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason: "the file changed while advscan was running; run again on data that stays put".into(),
             });
         }
         Ok(crate::scan::decode_bytes(&bytes, path, self.max_pixels, self.config)?)
     }
 
-    /// Sample `i`'s scan (its frame of its file).
-    fn scan(&self, i: usize) -> Result<Scan, Error> {
-        let frames = self.decode_file(&self.samples[i].path)?;
-        self.pick(i, &frames)
+    /// The scan of `item` (its frame of its file).
+    fn scan(&self, item: Item) -> Result<Scan, Error> {
+        let frames = self.decode_file(item.listing)?;
+        self.pick(item, &frames)
     }
 
-    fn pick(&self, i: usize, frames: &[Scan]) -> Result<Scan, Error> {
-        let k = self.metas[i].record.frame.map_or(0, |f| f - 1);
+    fn pick(&self, item: Item, frames: &[Scan]) -> Result<Scan, Error> {
+        let group = &self.groups[item.group];
         frames
-            .get(k)
+            .get(item.frame.map_or(0, |f| f - 1))
             .cloned()
-            .filter(|s| s.data.shape() == self.metas[i].shape && s.intensity == self.metas[i].intensity)
+            .filter(|s| s.data.shape() == group.pipeline.spec().src && s.intensity == group.intensity)
             .ok_or_else(|| Error::Output {
-                path: self.samples[i].path.clone(),
+                path: self.listing[item.listing].path.clone(),
                 reason: "decoded differently the second time (frame missing or other shape)".into(),
             })
     }
 
-    /// The batch `[N, C, H, W]` of samples `idx` (of one group, so one shape);
-    /// frames of one file decode it once.
-    fn stack(&self, idx: &[usize]) -> Result<ArrayD<f32>, Error> {
-        let mut scans: Vec<Scan> = Vec::with_capacity(idx.len());
-        let mut last: Option<(&std::path::Path, Vec<Scan>)> = None;
-        for &i in idx {
-            let path = self.samples[i].path.as_path();
-            if self.metas[i].record.frame.is_none() {
-                scans.push(self.scan(i)?);
+    /// The batch `[N, C, H, W]` of `items` (of one group, so one shape), and
+    /// what decoding applied to each; frames of one file decode it once.
+    fn stack(&self, items: &[Item]) -> Result<(ArrayD<f32>, Vec<ScanRecord>), Error> {
+        let mut scans: Vec<Scan> = Vec::with_capacity(items.len());
+        let mut last: Option<(usize, Vec<Scan>)> = None;
+        for &item in items {
+            if item.frame.is_none() {
+                scans.push(self.scan(item)?);
                 continue;
             }
-            if last.as_ref().is_none_or(|(p, _)| *p != path) {
-                last = Some((path, self.decode_file(path)?));
+            if last.as_ref().is_none_or(|(l, _)| *l != item.listing) {
+                last = Some((item.listing, self.decode_file(item.listing)?));
             }
             let frames = last.as_ref().map_or(&[][..], |(_, f)| f.as_slice());
-            scans.push(self.pick(i, frames)?);
+            scans.push(self.pick(item, frames)?);
         }
         let views: Vec<_> = scans.iter().map(|s| s.data.view()).collect();
         // Batches are cut within one preprocessing group, whose scans share a shape.
-        Ok(ndarray::stack(Axis(0), &views)
+        let x = ndarray::stack(Axis(0), &views)
             .map_err(|e| Error::Output { path: PathBuf::from("<batch>"), reason: e.to_string() })?
-            .into_dyn())
+            .into_dyn();
+        Ok((x, scans.into_iter().map(|s| s.record).collect()))
     }
 }
 
-/// One sample after the attack phase.
+/// One sample during the attack phase.
 struct Evaluated {
-    /// Position among the run's samples.
+    /// Position among the run's samples (`items`).
     index: usize,
     /// The class attacks move away from (or towards, when targeted).
     class: usize,
@@ -339,21 +371,104 @@ struct Evaluated {
     /// Drop of the clean class's probability under the gallery's run.
     drop: f32,
     min_eps: Option<Option<f32>>,
+    scan: ScanRecord,
     /// Why it cannot be evaluated: the model's output went NaN/Inf under an attack.
     not_finite: Option<String>,
 }
 
-enum ChunkSample {
-    Evaluated(Evaluated),
-    /// The model's output was NaN or infinite on it (clean or attacked): why.
-    NotFinite(usize, String),
+/// A sample's finished record, with what the run still needs of it.
+struct Done {
+    /// Position among the run's samples.
+    index: usize,
+    class: usize,
+    drop: f32,
+    record: SampleRecord,
 }
 
 /// A batch's samples, and the worker time spent on each run and on the rest.
 struct ChunkResult {
-    samples: Vec<ChunkSample>,
+    done: Vec<Done>,
+    /// Samples the model's output was NaN or infinite on (clean or attacked).
+    not_finite: Vec<SkippedRecord>,
+    /// The model's class count (its logits' width).
+    classes: usize,
     run_seconds: Vec<f64>,
     other_seconds: f64,
+}
+
+/// A gallery candidate: a sample among the most fragile seen so far.
+#[derive(Debug, Clone)]
+struct Fragile {
+    /// (minimal ε, drop, listing index): the key of `eval::fragility_cmp`.
+    key: (Option<f32>, f32, usize),
+    index: usize,
+    class: usize,
+    clean_pred: usize,
+    clean_confidence: f32,
+}
+
+/// Takes the batches' results as the workers finish them and handles them in
+/// batch order: writes each record to the spill file and keeps the little
+/// the rest of the run needs. A batch waits in `pending` only until every
+/// earlier batch is in; workers take batches in order (`par_bridge`), so
+/// `pending` holds about one batch per worker, whatever the data set's size.
+struct Sink {
+    next: usize,
+    pending: std::collections::BTreeMap<usize, ChunkResult>,
+    spill: crate::report::spill::SpillWriter,
+    /// Where each sample's record starts in the spill (`NO_RECORD`: none).
+    offsets: Vec<u64>,
+    run_seconds: Vec<f64>,
+    worker_seconds: f64,
+    not_finite: Vec<SkippedRecord>,
+    classes: Option<usize>,
+    /// Evaluated samples per preprocessing group.
+    per_group: Vec<usize>,
+    /// (index, class) of the first evaluated samples, for the directional probes.
+    first: Vec<(usize, usize)>,
+    /// The `showcase` most fragile samples, most fragile first.
+    fragile: Vec<Fragile>,
+    /// Gallery samples and adversarial files to show (0 without a gallery run).
+    showcase: usize,
+}
+
+impl Sink {
+    fn push(&mut self, k: usize, chunk: ChunkResult, items: &[Item]) -> Result<(), Error> {
+        self.pending.insert(k, chunk);
+        while let Some(chunk) = self.pending.remove(&self.next) {
+            self.next += 1;
+            for (s, t) in self.run_seconds.iter_mut().zip(&chunk.run_seconds) {
+                *s += t;
+            }
+            self.worker_seconds += chunk.run_seconds.iter().sum::<f64>() + chunk.other_seconds;
+            self.not_finite.extend(chunk.not_finite);
+            if !chunk.done.is_empty() {
+                self.classes = Some(chunk.classes);
+            }
+            for d in chunk.done {
+                self.offsets[d.index] = self.spill.write(&d.record)?;
+                self.per_group[items[d.index].group] += 1;
+                // Batches of several groups come group by group, not in sample order: keep the lowest.
+                self.first.push((d.index, d.class));
+                self.first.sort_unstable();
+                self.first.truncate(eval::DIRECTIONAL_PROBES);
+                if self.showcase > 0 {
+                    let r = &d.record;
+                    self.fragile.push(Fragile {
+                        key: (r.min_eps.flatten(), d.drop, r.index),
+                        index: d.index,
+                        class: d.class,
+                        clean_pred: r.clean_pred,
+                        clean_confidence: r.clean_confidence,
+                    });
+                    // Ties (frames of one file) keep sample order, as a stable sort of all samples did.
+                    self.fragile.sort_by(|a, b| eval::fragility_cmp(a.key, b.key).then(a.index.cmp(&b.index)));
+                    self.fragile.truncate(self.showcase);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One sample's result under one attack at one ε.
@@ -376,13 +491,12 @@ fn quantize(intensity: &Intensity, adv: &ArrayD<f32>, x: &ArrayD<f32>, norm: Nor
 }
 
 /// Batches of at most `batch` samples, each within one group, in sample order.
-fn group_chunks(group_of: &[usize], groups: usize, batch: usize) -> Vec<(usize, Vec<usize>)> {
-    let mut out = Vec::new();
-    for g in 0..groups {
-        let members: Vec<usize> = (0..group_of.len()).filter(|&i| group_of[i] == g).collect();
-        out.extend(members.chunks(batch).map(|c| (g, c.to_vec())));
+fn group_chunks(items: &[Item], groups: usize, batch: usize) -> Vec<(usize, Vec<usize>)> {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    for (i, item) in items.iter().enumerate() {
+        members[item.group].push(i);
     }
-    out
+    members.iter().enumerate().flat_map(|(g, m)| m.chunks(batch).map(move |c| (g, c.to_vec()))).collect()
 }
 
 /// Scans that share a preprocessing and an intensity map, so they can share
@@ -462,9 +576,8 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         .iter()
         .map(|s| SkippedRecord { path: s.path.display().to_string(), reason: s.reason.clone() })
         .collect();
-    // The shard is cut from the listing, before decoding: (listing index, sample).
-    let listed: Vec<(usize, &Sample)> =
-        ds.samples.iter().enumerate().filter(|(i, _)| req.shard.is_none_or(|sh| sh.contains(*i))).collect();
+    // The shard is cut from the listing, before decoding: listing indices.
+    let listed: Vec<usize> = (0..ds.samples.len()).filter(|&i| req.shard.is_none_or(|sh| sh.contains(i))).collect();
 
     // Every listed file is decoded once here, to learn its frames' shapes and
     // intensity maps (for grouping) and its sha256 (for the data manifest),
@@ -472,98 +585,88 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     // when attacked, so memory does not grow with the data set. A file that
     // fails is recorded and the rest go on. A multi-frame file becomes one
     // sample per frame, `id#k` (k from 1).
-    let decoded: Vec<(Option<String>, Result<Vec<ScanMeta>, String>)> = listed
-        .par_iter()
-        .map(|(_, s)| {
-            let bytes = match std::fs::read(&s.path) {
-                Ok(bytes) => bytes,
-                Err(source) => return (None, Err(DecodeError::Io { path: s.path.clone(), source }.to_string())),
-            };
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            let scans = crate::scan::decode_bytes(&bytes, &s.path, req.max_pixels, &config)
-                .map_err(|e| e.to_string())
-                .and_then(|scans| {
-                    for scan in &scans {
-                        for e in &req.eps {
-                            e.unit.per_unit(&scan.intensity).map_err(|why| format!("{}: {why}", s.path.display()))?;
-                        }
-                    }
-                    Ok(scans.into_iter().map(ScanMeta::of).collect())
-                });
-            (Some(sha256), scans)
-        })
-        .collect();
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut listing: Vec<usize> = Vec::new();
-    let mut metas: Vec<ScanMeta> = Vec::new();
+    let mut sha256: Vec<Option<[u8; 32]>> = vec![None; ds.samples.len()];
+    let mut items: Vec<Item> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut group_of: Vec<usize> = Vec::new();
-    let mut manifest: Vec<ManifestEntry> = Vec::new();
-    for ((i, s), (sha256, d)) in listed.iter().zip(decoded) {
-        // Every file read is in the manifest, also one that then failed to decode.
-        if let Some(sha256) = sha256 {
-            manifest.push(ManifestEntry { path: s.path.clone(), sha256 });
-        }
-        let frames = match d {
-            Ok(frames) => frames,
-            Err(reason) => {
-                skipped.push(SkippedRecord { path: s.path.display().to_string(), reason });
-                continue;
+    for window in listed.chunks(DECODE_WINDOW) {
+        let decoded: Vec<(Option<[u8; 32]>, Result<Vec<ScanMeta>, String>)> = window
+            .par_iter()
+            .map(|&i| {
+                let s = &ds.samples[i];
+                let bytes = match std::fs::read(&s.path) {
+                    Ok(bytes) => bytes,
+                    Err(source) => return (None, Err(DecodeError::Io { path: s.path.clone(), source }.to_string())),
+                };
+                let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+                let scans = crate::scan::decode_bytes(&bytes, &s.path, req.max_pixels, &config)
+                    .map_err(|e| e.to_string())
+                    .and_then(|scans| {
+                        for scan in &scans {
+                            for e in &req.eps {
+                                e.unit
+                                    .per_unit(&scan.intensity)
+                                    .map_err(|why| format!("{}: {why}", s.path.display()))?;
+                            }
+                        }
+                        Ok(scans.iter().map(ScanMeta::of).collect())
+                    });
+                (Some(sha256), scans)
+            })
+            .collect();
+        for (&i, (digest, d)) in window.iter().zip(decoded) {
+            let s = &ds.samples[i];
+            // Every file read is in the manifest, also one that then failed to decode.
+            sha256[i] = digest;
+            let frames = match d {
+                Ok(frames) => frames,
+                Err(reason) => {
+                    skipped.push(SkippedRecord { path: s.path.display().to_string(), reason });
+                    continue;
+                }
+            };
+            let multi = frames.len() > 1;
+            for (k, meta) in frames.into_iter().enumerate() {
+                let spec = PipelineSpec {
+                    src: meta.shape,
+                    offset: meta.intensity.offset(),
+                    invert: meta.intensity.invert,
+                    clip: meta.intensity.window_clips(),
+                    dst: [c, h, w],
+                    filter: config.resize(),
+                    mean: mean.clone(),
+                    std: std.clone(),
+                };
+                let g = match groups.iter().position(|g| *g.pipeline.spec() == spec && g.intensity == meta.intensity) {
+                    Some(g) => g,
+                    None => match Pipeline::new(spec) {
+                        Ok(pipeline) => {
+                            groups.push(Group { pipeline, intensity: meta.intensity });
+                            groups.len() - 1
+                        }
+                        Err(e) => {
+                            let path = format!(
+                                "{}{}",
+                                s.path.display(),
+                                if multi { format!("#{}", k + 1) } else { String::new() }
+                            );
+                            skipped.push(SkippedRecord { path, reason: e.to_string() });
+                            continue;
+                        }
+                    },
+                };
+                items.push(Item { listing: i, frame: multi.then_some(k + 1), group: g });
             }
-        };
-        let multi = frames.len() > 1;
-        for (k, meta) in frames.into_iter().enumerate() {
-            let id = if multi { format!("{}#{}", s.id, k + 1) } else { s.id.clone() };
-            let spec = PipelineSpec {
-                src: meta.shape,
-                offset: meta.intensity.offset(),
-                invert: meta.intensity.invert,
-                clip: meta.intensity.window_clips(),
-                dst: [c, h, w],
-                filter: config.resize(),
-                mean: mean.clone(),
-                std: std.clone(),
-            };
-            let g = match groups.iter().position(|g| *g.pipeline.spec() == spec && g.intensity == meta.intensity) {
-                Some(g) => g,
-                None => match Pipeline::new(spec) {
-                    Ok(pipeline) => {
-                        groups.push(Group { pipeline, intensity: meta.intensity });
-                        groups.len() - 1
-                    }
-                    Err(e) => {
-                        let path = format!(
-                            "{}{}",
-                            s.path.display(),
-                            if multi { format!("#{}", k + 1) } else { String::new() }
-                        );
-                        skipped.push(SkippedRecord { path, reason: e.to_string() });
-                        continue;
-                    }
-                },
-            };
-            samples.push(Sample { id, path: s.path.clone(), label: s.label });
-            listing.push(*i);
-            metas.push(meta);
-            group_of.push(g);
         }
     }
-    let manifest_files = manifest.len();
-    let file_hashes: std::collections::HashMap<PathBuf, String> =
-        manifest.iter().map(|m| (m.path.clone(), m.sha256.clone())).collect();
-    let loader = Loader {
-        samples: &samples,
-        metas: &metas,
-        manifest: &file_hashes,
-        max_pixels: req.max_pixels,
-        config: &config,
-    };
+    let manifest_files = sha256.iter().filter(|h| h.is_some()).count();
+    let loader =
+        Loader { listing: &ds.samples, sha256: &sha256, groups: &groups, max_pixels: req.max_pixels, config: &config };
 
     let counted = Counted { model: &model, forward: AtomicU64::new(0), gradient: AtomicU64::new(0) };
     let batch = req.batch_size.max(1);
     let objective = |g: usize| Preprocessed { inner: &counted, pipeline: &groups[g].pipeline };
-    let chunks = group_chunks(&group_of, groups.len(), batch);
-    let total = (attacks.len() * req.eps.len() * samples.len()) as u64;
+    let chunks = group_chunks(&items, groups.len(), batch);
+    let total = (attacks.len() * req.eps.len() * items.len()) as u64;
     let bar = if req.quiet {
         ProgressBar::hidden()
     } else {
@@ -598,13 +701,13 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             hi,
         }
     };
-    // ε in attack units of the first sample, for ordering ε and for `runs[].eps`.
-    let eps_units = |e: &EpsSpec| match group_of.first() {
-        Some(&g) => e.attack_units(&groups[g].intensity),
+    // ε in attack units of the first sample, for ordering ε.
+    let eps_units = |e: &EpsSpec| match items.first() {
+        Some(item) => e.attack_units(&groups[item.group].intensity),
         None => e.value,
     };
-    let rng_for = |a: &dyn attack::Attack, eps: &EpsSpec, i: usize| {
-        sample_rng(req.seed, &format!("{}|{}|{}|{}", a.name(), req.norm, eps.label, samples[i].id))
+    let rng_for = |a: &dyn attack::Attack, eps: &EpsSpec, id: &str| {
+        sample_rng(req.seed, &format!("{}|{}|{}|{}", a.name(), req.norm, eps.label, id))
     };
     let differentiable = model.engine().is_ok();
     // The ε = 0 check replays the first attack requested that can run.
@@ -628,128 +731,136 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     // trust checks and the minimal ε. A batch's pixels are dropped when it
     // is done.
     let attack_started = Instant::now();
-    let done: Vec<ChunkResult> = chunks
-        .par_iter()
-        .map(|(g, chunk)| -> Result<ChunkResult, Error> {
-            crate::interrupt::check()?;
-            let g = *g;
-            let started = Instant::now();
-            let objective = objective(g);
-            let intensity = groups[g].intensity;
-            let x_all = loader.stack(chunk)?;
-            let z = objective.logits(&x_all)?;
-            let again = objective.logits(&x_all)?;
-            let tract = counted.tract_logits(&groups[g].pipeline.forward(&x_all))?;
-            let mut out = ChunkResult { samples: Vec::new(), run_seconds: vec![0.0; runs_count], other_seconds: 0.0 };
-            // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
-            let mut keep = Vec::new();
-            for (k, &i) in chunk.iter().enumerate() {
-                let row = z.row(k).to_vec();
-                if row.iter().all(|v| v.is_finite()) {
-                    keep.push(k);
-                } else {
-                    out.samples
-                        .push(ChunkSample::NotFinite(i, "the model's output is NaN or infinite for this image".into()));
-                }
+    let process = |g: usize, chunk: &[usize]| -> Result<ChunkResult, Error> {
+        crate::interrupt::check()?;
+        let started = Instant::now();
+        let objective = objective(g);
+        let intensity = groups[g].intensity;
+        let chunk_items: Vec<Item> = chunk.iter().map(|&i| items[i]).collect();
+        let (x_all, scans) = loader.stack(&chunk_items)?;
+        let z = objective.logits(&x_all)?;
+        let again = objective.logits(&x_all)?;
+        let tract = counted.tract_logits(&groups[g].pipeline.forward(&x_all))?;
+        let classes = z.ncols();
+        let mut out = ChunkResult {
+            done: Vec::new(),
+            not_finite: Vec::new(),
+            classes,
+            run_seconds: vec![0.0; runs_count],
+            other_seconds: 0.0,
+        };
+        let sample = |i: usize| items[i].sample(&ds.samples);
+        let not_finite = |i: usize, reason: String| {
+            let s = sample(i);
+            SkippedRecord { path: format!("{} ({})", s.path.display(), s.id), reason }
+        };
+        // A sample whose clean logits are not finite cannot be evaluated: report it, do not count it.
+        let mut keep = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            let row = z.row(k).to_vec();
+            if row.iter().all(|v| v.is_finite()) {
+                keep.push(k);
+            } else {
+                out.not_finite.push(not_finite(i, "the model's output is NaN or infinite for this image".into()));
             }
-            if keep.is_empty() {
-                out.other_seconds = started.elapsed().as_secs_f64();
-                return Ok(out);
-            }
-            let idx: Vec<usize> = keep.iter().map(|&k| chunk[k]).collect();
-            let x = if keep.len() == chunk.len() { x_all } else { x_all.select(Axis(0), &keep) };
-            let classes = z.ncols();
-            if let Some(t) = req.targeted
-                && t >= classes
-            {
-                return Err(GradError::Graph(format!(
-                    "--targeted {t}: the model has {classes} classes (0..{})",
-                    classes - 1
-                ))
-                .into());
-            }
-            let clean: Vec<CleanOutcome> = keep
-                .iter()
-                .zip(&idx)
-                .map(|(&k, &i)| {
-                    let probs = eval::softmax(&z.row(k).to_vec());
-                    CleanOutcome { label: samples[i].label, pred: eval::argmax(&probs), probs }
-                })
-                .collect();
-            // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
-            let attack_classes: Vec<usize> =
-                clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
-            let mut records: Vec<Evaluated> = keep
-                .iter()
-                .zip(&idx)
-                .zip(clean)
-                .map(|((&k, &i), clean)| Evaluated {
-                    index: i,
-                    class: 0,
-                    clean,
-                    outcomes: Vec::new(),
-                    checks: SampleChecks {
-                        nondeterministic: z.row(k).iter().zip(again.row(k)).any(|(p, q)| p.to_bits() != q.to_bits()),
-                        engine_gap: tract
-                            .as_ref()
-                            .map(|t| crate::model::onnx::relative_gap(&z.row(k).to_vec(), &t.row(k).to_vec())),
-                        ..Default::default()
-                    },
-                    drop: 0.0,
-                    min_eps: None,
-                    not_finite: None,
-                })
-                .collect();
-            for (r, &cls) in records.iter_mut().zip(&attack_classes) {
-                r.class = cls;
-            }
-            out.other_seconds += started.elapsed().as_secs_f64();
+        }
+        if keep.is_empty() {
+            out.other_seconds = started.elapsed().as_secs_f64();
+            return Ok(out);
+        }
+        let idx: Vec<usize> = keep.iter().map(|&k| chunk[k]).collect();
+        let ids: Vec<String> = idx.iter().map(|&i| sample(i).id).collect();
+        let x = if keep.len() == chunk.len() { x_all } else { x_all.select(Axis(0), &keep) };
+        if let Some(t) = req.targeted
+            && t >= classes
+        {
+            return Err(GradError::Graph(format!(
+                "--targeted {t}: the model has {classes} classes (0..{})",
+                classes - 1
+            ))
+            .into());
+        }
+        let clean: Vec<CleanOutcome> = keep
+            .iter()
+            .zip(&idx)
+            .map(|(&k, &i)| {
+                let probs = eval::softmax(&z.row(k).to_vec());
+                CleanOutcome { label: ds.samples[items[i].listing].label, pred: eval::argmax(&probs), probs }
+            })
+            .collect();
+        // Untargeted attacks move away from the label, or from the clean prediction when unlabelled.
+        let attack_classes: Vec<usize> =
+            clean.iter().map(|c| req.targeted.unwrap_or(c.label.unwrap_or(c.pred))).collect();
+        let mut records: Vec<Evaluated> = keep
+            .iter()
+            .zip(&idx)
+            .zip(clean)
+            .map(|((&k, &i), clean)| Evaluated {
+                index: i,
+                class: 0,
+                clean,
+                outcomes: Vec::new(),
+                checks: SampleChecks {
+                    nondeterministic: z.row(k).iter().zip(again.row(k)).any(|(p, q)| p.to_bits() != q.to_bits()),
+                    engine_gap: tract
+                        .as_ref()
+                        .map(|t| crate::model::onnx::relative_gap(&z.row(k).to_vec(), &t.row(k).to_vec())),
+                    ..Default::default()
+                },
+                drop: 0.0,
+                min_eps: None,
+                scan: scans[k].clone(),
+                not_finite: None,
+            })
+            .collect();
+        for (r, &cls) in records.iter_mut().zip(&attack_classes) {
+            r.class = cls;
+        }
+        out.other_seconds += started.elapsed().as_secs_f64();
 
-            // One attack at one ε on the batch rows `rows`: per sample its
-            // probabilities, L∞ and L2 distance (attack units), and the
-            // prediction after quantisation; `None` where the model's output
-            // on the adversarial image is NaN or infinite.
-            let attack_rows = |a: &dyn attack::Attack,
-                               eps: &EpsSpec,
-                               budget: &Budget,
-                               rows: &[usize]|
-             -> Result<Vec<Option<AttackedSample>>, Error> {
-                crate::interrupt::check()?;
-                budget.validate()?;
-                let subset;
-                let xs = if rows.len() == idx.len() {
-                    &x
-                } else {
-                    subset = x.select(Axis(0), rows);
-                    &subset
-                };
-                let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
-                let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, idx[k])).collect();
-                let adv = a.run(&objective, xs, &classes, &mut rngs, budget)?;
-                let logits = objective.logits(&adv)?;
-                let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
-                Ok(logits
-                    .outer_iter()
-                    .zip(quantized.outer_iter())
-                    .zip(norms(xs, &adv))
-                    .map(|((z, zq), (linf, l2))| {
-                        let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
-                        finite.then(|| AttackedSample {
-                            probs: eval::softmax(&z.to_vec()),
-                            pred_quantized: eval::argmax(&zq.to_vec()),
-                            linf,
-                            l2,
-                        })
-                    })
-                    .collect())
+        // One attack at one ε on the batch rows `rows`: per sample its
+        // probabilities, L∞ and L2 distance (attack units), and the
+        // prediction after quantisation; `None` where the model's output
+        // on the adversarial image is NaN or infinite.
+        let attack_rows = |a: &dyn attack::Attack,
+                           eps: &EpsSpec,
+                           budget: &Budget,
+                           rows: &[usize]|
+         -> Result<Vec<Option<AttackedSample>>, Error> {
+            crate::interrupt::check()?;
+            budget.validate()?;
+            let subset;
+            let xs = if rows.len() == idx.len() {
+                &x
+            } else {
+                subset = x.select(Axis(0), rows);
+                &subset
             };
-            // The whole batch; when the attack itself met a NaN/Inf (a loss
-            // or gradient), one sample at a time, to find which. A sample's
-            // result does not depend on its batch, so this changes no other.
-            let attack_batch = |a: &dyn attack::Attack,
-                                eps: &EpsSpec,
-                                budget: &Budget|
-             -> Result<Vec<Option<AttackedSample>>, Error> {
+            let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
+            let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, &ids[k])).collect();
+            let adv = a.run(&objective, xs, &classes, &mut rngs, budget)?;
+            let logits = objective.logits(&adv)?;
+            let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
+            Ok(logits
+                .outer_iter()
+                .zip(quantized.outer_iter())
+                .zip(norms(xs, &adv))
+                .map(|((z, zq), (linf, l2))| {
+                    let finite = z.iter().chain(zq.iter()).all(|v| v.is_finite());
+                    finite.then(|| AttackedSample {
+                        probs: eval::softmax(&z.to_vec()),
+                        pred_quantized: eval::argmax(&zq.to_vec()),
+                        linf,
+                        l2,
+                    })
+                })
+                .collect())
+        };
+        // The whole batch; when the attack itself met a NaN/Inf (a loss
+        // or gradient), one sample at a time, to find which. A sample's
+        // result does not depend on its batch, so this changes no other.
+        let attack_batch =
+            |a: &dyn attack::Attack, eps: &EpsSpec, budget: &Budget| -> Result<Vec<Option<AttackedSample>>, Error> {
                 let all: Vec<usize> = (0..idx.len()).collect();
                 match attack_rows(a, eps, budget, &all) {
                     Err(Error::Attack(AttackError::NotFinite { .. })) => all
@@ -763,177 +874,178 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     other => other,
                 }
             };
-            for (ai, a) in attacks.iter().enumerate() {
-                for (ei, eps) in req.eps.iter().enumerate() {
-                    let t = Instant::now();
-                    let budget = budget_for(a.name(), eps, g);
-                    for (rec, r) in records.iter_mut().zip(attack_batch(a.as_ref(), eps, &budget)?) {
-                        let Some(r) = r else {
-                            rec.not_finite.get_or_insert_with(|| {
-                                format!(
-                                    "the model's output is NaN or infinite on its {} adversarial image at ε = {}",
-                                    a.name(),
-                                    eps.label
-                                )
-                            });
-                            continue;
-                        };
-                        let p = &r.probs;
-                        let pred = eval::argmax(p);
-                        let clean_pred = rec.clean.pred;
-                        rec.outcomes.push(Outcome {
-                            attack: a.name().into(),
-                            norm: req.norm.to_string(),
-                            eps: eps.attack_units(&intensity),
-                            eps_label: eps.label.clone(),
-                            pred,
-                            confidence: p[pred],
-                            clean_pred_prob: p[clean_pred],
-                            flipped: pred != clean_pred,
-                            linf: r.linf,
-                            l2: r.l2,
-                            pred_quantized: Some(r.pred_quantized),
+        for (ai, a) in attacks.iter().enumerate() {
+            for (ei, eps) in req.eps.iter().enumerate() {
+                let t = Instant::now();
+                let budget = budget_for(a.name(), eps, g);
+                for (rec, r) in records.iter_mut().zip(attack_batch(a.as_ref(), eps, &budget)?) {
+                    let Some(r) = r else {
+                        rec.not_finite.get_or_insert_with(|| {
+                            format!(
+                                "the model's output is NaN or infinite on its {} adversarial image at ε = {}",
+                                a.name(),
+                                eps.label
+                            )
                         });
-                        if gallery_run == Some((ai, ei)) {
-                            rec.drop = rec.clean.probs[clean_pred] - p[clean_pred];
-                        }
-                    }
-                    out.run_seconds[ai * req.eps.len() + ei] += t.elapsed().as_secs_f64();
-                    bar.inc(idx.len() as u64);
-                }
-            }
-
-            let t = Instant::now();
-            // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
-            // ε = 0 must reproduce the clean predictions exactly. Every step
-            // at ε = 0 is the same operation (step, then project back onto
-            // the clean image and the storable box), so the replay stops
-            // after ZERO_CHECK_STEPS steps of one restart: a projection or
-            // quantisation fault shows in the first step, and a full replay
-            // would double the run's time.
-            if let Some(a) = zero_attack {
-                let zero = EpsSpec { value: 0.0, unit: EpsUnit::Model, label: "0".into() };
-                let full = budget_for(attacks[a].name(), &zero, g);
-                let budget = Budget { steps: full.steps.min(ZERO_CHECK_STEPS), restarts: 1, ..full };
-                for (rec, r) in records.iter_mut().zip(attack_batch(attacks[a].as_ref(), &zero, &budget)?) {
-                    rec.checks.eps_zero_changed = r.map(|r| eval::argmax(&r.probs) != rec.clean.pred);
-                }
-            }
-            if differentiable {
-                let grad = objective.loss_and_grad(x.clone(), &attack_classes, loss)?.grad;
-                for (rec, s) in records.iter_mut().zip(grad.outer_iter()) {
-                    rec.checks.gradient_zero = Some(s.iter().all(|&v| v == 0.0));
-                    rec.checks.gradient_nonfinite = Some(s.iter().any(|v| !v.is_finite()));
-                }
-            }
-            if req.min_eps {
-                // A quarter of an 8-bit grey level: finer than any file can store.
-                let precision = eval::MIN_EPS_PRECISION;
-                let eps_max = req.eps.iter().map(|e| e.attack_units(&intensity)).fold(0.0, f32::max);
-                let base =
-                    budget_for("pgd", &EpsSpec { value: eps_max, unit: EpsUnit::Model, label: String::new() }, g);
-                // Bisection runs sample by sample, whatever the batch size.
-                for (k, rec) in records.iter_mut().enumerate() {
-                    crate::interrupt::check()?;
-                    if rec.not_finite.is_some() {
                         continue;
-                    }
-                    let i = rec.index;
-                    let xi = x.select(Axis(0), &[k]);
-                    let rng = |_: usize| sample_rng(req.seed, &format!("min-eps|{}|{}", req.norm, samples[i].id));
-                    match attack::minimal_eps::minimal_eps(
-                        &objective,
-                        &xi,
-                        &[rec.class],
-                        &rng,
-                        &base,
-                        eps_max,
-                        precision,
-                    ) {
-                        Ok(found) => rec.min_eps = Some(found.into_iter().next().flatten()),
-                        Err(Error::Attack(AttackError::NotFinite { .. })) => {
-                            rec.not_finite =
-                                Some("the model's output is NaN or infinite during the minimal-ε search".into())
-                        }
-                        Err(e) => return Err(e),
+                    };
+                    let p = &r.probs;
+                    let pred = eval::argmax(p);
+                    let clean_pred = rec.clean.pred;
+                    rec.outcomes.push(Outcome {
+                        attack: a.name().into(),
+                        norm: req.norm.to_string(),
+                        eps: eps.attack_units(&intensity),
+                        eps_label: eps.label.clone(),
+                        pred,
+                        confidence: p[pred],
+                        clean_pred_prob: p[clean_pred],
+                        flipped: pred != clean_pred,
+                        linf: r.linf,
+                        l2: r.l2,
+                        pred_quantized: Some(r.pred_quantized),
+                    });
+                    if gallery_run == Some((ai, ei)) {
+                        rec.drop = rec.clean.probs[clean_pred] - p[clean_pred];
                     }
                 }
+                out.run_seconds[ai * req.eps.len() + ei] += t.elapsed().as_secs_f64();
+                bar.inc(idx.len() as u64);
             }
-            out.other_seconds += t.elapsed().as_secs_f64();
-            out.samples.extend(records.into_iter().map(|r| match r.not_finite.clone() {
-                Some(reason) => ChunkSample::NotFinite(r.index, reason),
-                None => ChunkSample::Evaluated(r),
-            }));
-            Ok(out)
-        })
-        .collect::<Result<_, Error>>()?;
+        }
+
+        let t = Instant::now();
+        // The trust checks' raw data, per sample; eval::aggregate turns it into `checks`.
+        // ε = 0 must reproduce the clean predictions exactly. Every step
+        // at ε = 0 is the same operation (step, then project back onto
+        // the clean image and the storable box), so the replay stops
+        // after ZERO_CHECK_STEPS steps of one restart: a projection or
+        // quantisation fault shows in the first step, and a full replay
+        // would double the run's time.
+        if let Some(a) = zero_attack {
+            let zero = EpsSpec { value: 0.0, unit: EpsUnit::Model, label: "0".into() };
+            let full = budget_for(attacks[a].name(), &zero, g);
+            let budget = Budget { steps: full.steps.min(ZERO_CHECK_STEPS), restarts: 1, ..full };
+            for (rec, r) in records.iter_mut().zip(attack_batch(attacks[a].as_ref(), &zero, &budget)?) {
+                rec.checks.eps_zero_changed = r.map(|r| eval::argmax(&r.probs) != rec.clean.pred);
+            }
+        }
+        if differentiable {
+            let grad = objective.loss_and_grad(x.clone(), &attack_classes, loss)?.grad;
+            for (rec, s) in records.iter_mut().zip(grad.outer_iter()) {
+                rec.checks.gradient_zero = Some(s.iter().all(|&v| v == 0.0));
+                rec.checks.gradient_nonfinite = Some(s.iter().any(|v| !v.is_finite()));
+            }
+        }
+        if req.min_eps {
+            // A quarter of an 8-bit grey level: finer than any file can store.
+            let precision = eval::MIN_EPS_PRECISION;
+            let eps_max = req.eps.iter().map(|e| e.attack_units(&intensity)).fold(0.0, f32::max);
+            let base = budget_for("pgd", &EpsSpec { value: eps_max, unit: EpsUnit::Model, label: String::new() }, g);
+            // Bisection runs sample by sample, whatever the batch size.
+            for (k, rec) in records.iter_mut().enumerate() {
+                crate::interrupt::check()?;
+                if rec.not_finite.is_some() {
+                    continue;
+                }
+                let xi = x.select(Axis(0), &[k]);
+                let rng = |_: usize| sample_rng(req.seed, &format!("min-eps|{}|{}", req.norm, ids[k]));
+                match attack::minimal_eps::minimal_eps(&objective, &xi, &[rec.class], &rng, &base, eps_max, precision) {
+                    Ok(found) => rec.min_eps = Some(found.into_iter().next().flatten()),
+                    Err(Error::Attack(AttackError::NotFinite { .. })) => {
+                        rec.not_finite =
+                            Some("the model's output is NaN or infinite during the minimal-ε search".into())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        out.other_seconds += t.elapsed().as_secs_f64();
+        for r in records {
+            if let Some(reason) = r.not_finite {
+                out.not_finite.push(not_finite(r.index, reason));
+                continue;
+            }
+            let item = items[r.index];
+            out.done.push(Done {
+                index: r.index,
+                class: r.class,
+                drop: r.drop,
+                record: SampleRecord {
+                    id: sample(r.index).id,
+                    index: item.listing,
+                    label: r.clean.label,
+                    clean_pred: r.clean.pred,
+                    clean_confidence: r.clean.probs[r.clean.pred],
+                    outcomes: r.outcomes,
+                    min_eps: r.min_eps,
+                    check_data: r.checks,
+                    scan: Some(r.scan),
+                },
+            });
+        }
+        Ok(out)
+    };
+    // Workers take batches in order (`par_bridge` hands them out one by one)
+    // and the sink writes their records in that order as they come in.
+    let raw_spill = staging.path().join(RAW_SPILL);
+    let sink = std::sync::Mutex::new(Sink {
+        next: 0,
+        pending: Default::default(),
+        spill: crate::report::spill::SpillWriter::create(&raw_spill)?,
+        offsets: vec![NO_RECORD; items.len()],
+        run_seconds: vec![0.0; runs_count],
+        worker_seconds: 0.0,
+        not_finite: Vec::new(),
+        classes: None,
+        per_group: vec![0; groups.len()],
+        first: Vec::new(),
+        fragile: Vec::new(),
+        showcase: if gallery_run.is_some() { showcase } else { 0 },
+    });
+    chunks.iter().enumerate().par_bridge().try_for_each(|(k, (g, chunk))| -> Result<(), Error> {
+        let result = process(*g, chunk)?;
+        // A worker that panicked holding the lock has already failed the run.
+        sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(k, result, &items)
+    })?;
     bar.finish_and_clear();
     let attack_wall = attack_started.elapsed().as_secs_f64();
-
-    // Back in sample order; samples with non-finite clean logits become skipped entries.
-    let mut run_seconds = vec![0.0; runs_count];
-    let mut worker_seconds = 0.0;
-    let mut evaluated: Vec<Option<Evaluated>> = (0..samples.len()).map(|_| None).collect();
-    for part in done {
-        for (s, t) in run_seconds.iter_mut().zip(&part.run_seconds) {
-            *s += t;
-        }
-        worker_seconds += part.run_seconds.iter().sum::<f64>() + part.other_seconds;
-        for s in part.samples {
-            match s {
-                ChunkSample::Evaluated(e) => {
-                    let i = e.index;
-                    evaluated[i] = Some(e);
-                }
-                ChunkSample::NotFinite(i, reason) => skipped
-                    .push(SkippedRecord { path: format!("{} ({})", samples[i].path.display(), samples[i].id), reason }),
-            }
-        }
-    }
-    // From here on, index = position among the evaluated samples.
-    let keep: Vec<usize> = (0..samples.len()).filter(|&i| evaluated[i].is_some()).collect();
-    let mut evaluated: Vec<Evaluated> = evaluated.into_iter().flatten().collect();
-    for (new, rec) in evaluated.iter_mut().enumerate() {
-        rec.index = new;
-    }
-    let samples: Vec<Sample> = keep.iter().map(|&i| samples[i].clone()).collect();
-    let listing: Vec<usize> = keep.iter().map(|&i| listing[i]).collect();
-    let metas: Vec<ScanMeta> = keep.iter().map(|&i| metas[i].clone()).collect();
-    let group_of: Vec<usize> = keep.iter().map(|&i| group_of[i]).collect();
+    drop(chunks);
+    let Sink { spill, offsets, run_seconds, worker_seconds, not_finite, classes, per_group, first, fragile, .. } =
+        sink.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    spill.finish()?;
+    // Samples with non-finite model outputs become skipped entries.
+    skipped.extend(not_finite);
+    let n: usize = per_group.iter().sum();
+    let first_evaluated = offsets.iter().position(|&o| o != NO_RECORD).map(|i| items[i]);
     // `runs[].eps`: in attack units of the first evaluated sample.
-    let eps_units = |e: &EpsSpec| match group_of.first() {
-        Some(&g) => e.attack_units(&groups[g].intensity),
+    let eps_units = |e: &EpsSpec| match first_evaluated {
+        Some(item) => e.attack_units(&groups[item.group].intensity),
         None => e.value,
-    };
-    let loader = Loader {
-        samples: &samples,
-        metas: &metas,
-        manifest: &file_hashes,
-        max_pixels: req.max_pixels,
-        config: &config,
     };
     // A shard may be empty (more shards than inputs, or only broken files in
     // it): it still writes its results, for the merge. A whole run may not.
-    if samples.is_empty() && req.shard.is_none() {
+    if n == 0 && req.shard.is_none() {
         return Err(Error::Output {
             path: req.data.clone(),
             reason: format!("no image could be evaluated ({} skipped)", skipped.len()),
         });
     }
-    let n = samples.len();
-    let classes = evaluated.first().map_or(0, |e| e.clean.probs.len());
+    let classes = classes.unwrap_or(0);
 
-    // The directional-derivative probe, on the first evaluated samples.
+    // The directional-derivative probe, on the first evaluated samples; its
+    // result goes into their records when they are read back below.
+    let mut directional: std::collections::BTreeMap<usize, Option<[f32; 2]>> = Default::default();
     if differentiable {
-        for i in 0..n.min(eval::DIRECTIONAL_PROBES) {
+        for &(i, class) in &first {
             crate::interrupt::check()?;
-            let x = loader.stack(&[i])?;
-            let (gd, fd) =
-                directional_probe(&objective(group_of[i]), x, evaluated[i].class, &samples[i], req.seed, loss)?;
+            let (x, _) = loader.stack(&[items[i]])?;
+            let id = items[i].sample(&ds.samples).id;
+            let (gd, fd) = directional_probe(&objective(items[i].group), x, class, &id, req.seed, loss)?;
             // Stored as f32, which survives the JSON round trip exactly (merge
             // recomputes from it); a NaN/Inf probe has nothing to compare.
             let probe = [gd as f32, fd as f32];
-            evaluated[i].checks.directional = probe.iter().all(|v| v.is_finite()).then_some(probe);
+            directional.insert(i, probe.iter().all(|v| v.is_finite()).then_some(probe));
         }
     }
 
@@ -943,13 +1055,13 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     let mut runs = Vec::new();
     for (ai, a) in attacks.iter().enumerate() {
         for (ei, eps) in req.eps.iter().enumerate() {
-            let budget = match group_of.first() {
-                Some(&g) => budget_for(a.name(), eps, g),
+            let budget = match first_evaluated {
+                Some(item) => budget_for(a.name(), eps, item.group),
                 None => {
                     budget_for(a.name(), &EpsSpec { value: eps.value, unit: EpsUnit::Model, label: String::new() }, 0)
                 }
             };
-            // The figures are filled in by eval::aggregate from the per-sample records.
+            // The figures are filled in by eval::Aggregate from the per-sample records.
             runs.push(Run {
                 attack: a.name().into(),
                 norm: req.norm.to_string(),
@@ -974,36 +1086,33 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
 
     let adversarial_dir = staging.path().join("adversarial");
     let mut gallery = Vec::new();
+    // `round_trip` of the samples whose adversarial file was written, for their records.
+    let mut round_trips: std::collections::BTreeMap<usize, Option<bool>> = Default::default();
     if let Some((ai, ei)) = gallery_run {
-        // Most fragile first: smallest minimal ε when measured (unflipped last),
-        // then the largest drop; ties keep the data set's order. A shard ranks
-        // its own samples by the same rule, so the merged top N lies in the
-        // union of the shards' top N.
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&i, &j| {
-            let key = |k: usize| (evaluated[k].min_eps.flatten(), evaluated[k].drop, listing[k]);
-            eval::fragility_cmp(key(i), key(j))
-        });
-        order.truncate(showcase);
+        // Most fragile first (the sink kept the top `showcase`): smallest
+        // minimal ε when measured (unflipped last), then the largest drop;
+        // ties keep the data set's order. A shard ranks its own samples by
+        // the same rule, so the merged top N lies in the union of the shards' top N.
         let (a, eps) = (attacks[ai].as_ref(), &req.eps[ei]);
         if req.save_adversarial > 0 {
             std::fs::create_dir_all(&adversarial_dir)
                 .map_err(|e| Error::Output { path: adversarial_dir.clone(), reason: e.to_string() })?;
         }
-        let shown: Vec<(Option<GalleryItem>, Option<bool>)> = order
+        let shown: Vec<(Option<GalleryItem>, Option<bool>)> = fragile
             .par_iter()
             .enumerate()
-            .map(|(rank, &i)| {
+            .map(|(rank, f)| {
                 crate::interrupt::check()?;
-                let g = group_of[i];
+                let item = items[f.index];
+                let sample = item.sample(&ds.samples);
+                let g = item.group;
                 let objective = objective(g);
                 let intensity = groups[g].intensity;
-                let rec = &evaluated[i];
-                let scan = loader.scan(i)?;
+                let scan = loader.scan(item)?;
                 let x = scan.data.clone().insert_axis(Axis(0)).into_dyn();
-                let mut rngs = vec![rng_for(a, eps, i)];
-                let adv = a.run(&objective, &x, &[rec.class], &mut rngs, &budget_for(a.name(), eps, g))?;
-                let item = if rank < req.gallery {
+                let mut rngs = vec![rng_for(a, eps, &sample.id)];
+                let adv = a.run(&objective, &x, &[f.class], &mut rngs, &budget_for(a.name(), eps, g))?;
+                let gallery_item = if rank < req.gallery {
                     let p = eval::softmax(&objective.logits(&adv)?.row(0).to_vec());
                     let pred = eval::argmax(&p);
                     let enc = |e: String| Error::Output { path: req.out.join("results.json"), reason: e };
@@ -1014,16 +1123,16 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     let (clean_png, adversarial_png, perturbation_png, scale) =
                         gallery_images(x.index_axis(Axis(0), 0), adv.index_axis(Axis(0), 0), display).map_err(enc)?;
                     Some(GalleryItem {
-                        id: samples[i].id.clone(),
-                        index: listing[i],
+                        id: sample.id.clone(),
+                        index: item.listing,
                         attack: a.name().into(),
                         norm: req.norm.to_string(),
                         eps_label: eps.label.clone(),
-                        clean_pred: rec.clean.pred,
-                        clean_confidence: rec.clean.probs[rec.clean.pred],
+                        clean_pred: f.clean_pred,
+                        clean_confidence: f.clean_confidence,
                         adv_pred: pred,
                         adv_confidence: p[pred],
-                        drop: rec.drop,
+                        drop: f.key.1,
                         scale,
                         clean_png,
                         adversarial_png,
@@ -1045,7 +1154,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                     );
                     let written = crate::save::write_adversarial(
                         &adversarial_dir,
-                        &samples[i],
+                        &sample,
                         &scan,
                         quantized
                             .index_axis(Axis(0), 0)
@@ -1058,38 +1167,17 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
                 } else {
                     None
                 };
-                Ok((item, round_trip))
+                Ok((gallery_item, round_trip))
             })
             .collect::<Result<_, Error>>()?;
-        for (&i, (item, round_trip)) in order.iter().zip(shown) {
-            gallery.extend(item);
-            evaluated[i].checks.round_trip = round_trip;
+        for (f, (gallery_item, round_trip)) in fragile.iter().zip(shown) {
+            gallery.extend(gallery_item);
+            round_trips.insert(f.index, round_trip);
         }
     }
 
-    let sample_records: Vec<SampleRecord> = evaluated
-        .into_iter()
-        .zip(&samples)
-        .zip(&listing)
-        .zip(&metas)
-        .map(|(((e, s), &index), meta)| SampleRecord {
-            id: s.id.clone(),
-            index,
-            label: s.label,
-            clean_pred: e.clean.pred,
-            clean_confidence: e.clean.probs[e.clean.pred],
-            outcomes: e.outcomes,
-            min_eps: e.min_eps,
-            check_data: e.checks,
-            scan: Some(meta.record.clone()),
-        })
-        .collect();
-    let preprocessing = preprocessing_records(
-        groups
-            .iter()
-            .enumerate()
-            .map(|(g, grp)| (group_of.iter().filter(|&&k| k == g).count(), grp.pipeline.describe())),
-    );
+    let preprocessing =
+        preprocessing_records(groups.iter().zip(&per_group).map(|(grp, &count)| (count, grp.pipeline.describe())));
     let positive_class = if classes > 0 { config.positive_class(classes)? } else { None };
     let class_names = if classes > 0 { config.class_names(classes) } else { Vec::new() };
     let graph = model.graph();
@@ -1098,8 +1186,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         elem_type: t.elem_type.clone(),
         shape: t.shape.iter().flatten().map(|d| serde_json::to_value(d).unwrap_or_default()).collect(),
     };
-    let manifest =
-        manifest_text(manifest.iter().map(|m| (m.sha256.clone(), manifest_path(&req.data, &m.path))).collect());
+    let samples_spill = staging.path().join(SAMPLES_SPILL);
     let seconds = started.elapsed().as_secs_f64();
     let forward = counted.forward.load(Ordering::Relaxed);
     let gradient = counted.gradient.load(Ordering::Relaxed);
@@ -1126,7 +1213,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             skipped,
             notes: ds.notes.clone(),
             preprocessing,
-            manifest_sha256: Some(hex::encode(Sha256::digest(manifest.as_bytes()))),
+            manifest_sha256: None,
             manifest_files,
         },
         settings: Settings {
@@ -1147,7 +1234,7 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         },
         clean: Clean { accuracy: None },
         runs,
-        samples: sample_records,
+        samples: crate::report::spill::SpilledSamples { path: samples_spill.clone() },
         min_eps: None,
         checks: Vec::new(),
         timing: Timing {
@@ -1158,11 +1245,49 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
         },
         gallery,
     };
-    // Every aggregate comes from the per-sample records, as in `advscan merge`.
-    eval::aggregate(&mut results, classes).map_err(|reason| Error::Output { path: req.out.clone(), reason })?;
+
+    // The records back in sample order, completed with the checks measured
+    // after the attack phase, anonymised if asked, into the spill that
+    // results.json is streamed from. Every aggregate comes from them, as in
+    // `advscan merge`, and the reports' digest too.
+    let mut all = eval::Aggregate::new(&results, classes);
+    let mut digest = crate::report::digest::SampleDigest::default();
+    let mut sample_ids = Vec::new();
+    {
+        let mut raw = crate::report::spill::SpillReader::open(&raw_spill)?;
+        let mut out = crate::report::spill::SpillWriter::create(&samples_spill)?;
+        for (i, &offset) in offsets.iter().enumerate() {
+            if offset == NO_RECORD {
+                continue;
+            }
+            let mut rec = raw.read_at(offset)?;
+            if let Some(&probe) = directional.get(&i) {
+                rec.check_data.directional = probe;
+            }
+            if let Some(&round_trip) = round_trips.get(&i) {
+                rec.check_data.round_trip = round_trip;
+            }
+            all.add(&rec).map_err(|reason| Error::Output { path: req.out.clone(), reason })?;
+            if req.anonymize {
+                let pair = crate::report::anonymize::anonymize_sample(&mut rec);
+                // The key lists every sample: only kept when it is written.
+                if req.ids_file.is_some() {
+                    sample_ids.push(pair);
+                }
+            }
+            digest.add(&rec);
+            out.write(&rec)?;
+        }
+        out.finish()?;
+    }
+    std::fs::remove_file(&raw_spill).map_err(|e| Error::Output { path: raw_spill.clone(), reason: e.to_string() })?;
+    all.finish(&mut results);
     if req.anonymize {
-        let map = crate::report::anonymize::anonymize(&mut results);
+        let mut map = crate::report::anonymize::anonymize_rest(&mut results);
         if let Some(file) = &req.ids_file {
+            map.extend(sample_ids);
+            map.sort();
+            map.dedup();
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::Output { path: file.clone(), reason: e.to_string() })?;
@@ -1172,11 +1297,48 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
     }
     // Canonical order (after anonymising, which renames them), whatever order the files were met in.
     sort_skipped(&mut results.data.skipped);
-    if !req.anonymize {
-        crate::report::write_atomic(&staging.path().join(MANIFEST_FILE), manifest.as_bytes())?;
-    }
+    results.data.manifest_sha256 = Some(write_manifest(
+        &req.data,
+        &ds.samples,
+        &sha256,
+        (!req.anonymize).then(|| staging.path().join(MANIFEST_FILE)).as_deref(),
+    )?);
     crate::report::write_atomic_with(&staging.path().join("results.json"), |w| results.write_json(w))?;
-    Ok(RunOutcome { results, staging })
+    std::fs::remove_file(&samples_spill)
+        .map_err(|e| Error::Output { path: samples_spill.clone(), reason: e.to_string() })?;
+    Ok(RunOutcome { results: results.map_samples(|_| digest), staging })
+}
+
+/// The data manifest (see [`manifest_text`]) of the files read (`sha256[i]`
+/// of listing entry i), streamed line by line into `file` when given; returns
+/// the sha256 of its text.
+fn write_manifest(
+    data: &std::path::Path,
+    listing: &[Sample],
+    sha256: &[Option<[u8; 32]>],
+    file: Option<&std::path::Path>,
+) -> Result<String, Error> {
+    let path = |i: usize| manifest_path(data, &listing[i].path);
+    // Sorted by (path, hash) and deduplicated as manifest_text does; paths are
+    // recomputed in each comparison rather than held for every file.
+    let mut files: Vec<(usize, [u8; 32])> = sha256.iter().enumerate().filter_map(|(i, h)| Some((i, (*h)?))).collect();
+    files.sort_by(|a, b| (path(a.0), a.1).cmp(&(path(b.0), b.1)));
+    files.dedup_by(|a, b| a.1 == b.1 && path(a.0) == path(b.0));
+    let mut hasher = Sha256::new();
+    let mut lines = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
+        for &(i, sha) in &files {
+            let line = format!("{}  {}\n", hex::encode(sha), path(i));
+            hasher.update(line.as_bytes());
+            w.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    };
+    match file {
+        Some(file) => crate::report::write_atomic_with(file, lines)?,
+        None => lines(&mut std::io::sink())
+            .map_err(|e| Error::Output { path: data.to_path_buf(), reason: e.to_string() })?,
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// One record per distinct preprocessing with its sample count, merged by
@@ -1201,13 +1363,13 @@ fn directional_probe(
     model: &dyn Objective,
     x: ArrayD<f32>,
     class: usize,
-    sample: &Sample,
+    id: &str,
     seed: u64,
     loss: Loss,
 ) -> Result<(f64, f64), Error> {
     use rand_chacha::rand_core::Rng;
     let h = 1e-3f32;
-    let mut rng = sample_rng(seed, &format!("directional|{}", sample.id));
+    let mut rng = sample_rng(seed, &format!("directional|{id}"));
     let mut d: ArrayD<f32> =
         ArrayD::from_shape_fn(IxDyn(x.shape()), |_| (rng.next_u32() as f32 / u32::MAX as f32) - 0.5);
     let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);

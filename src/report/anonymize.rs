@@ -5,7 +5,7 @@
 //! File and folder names of clinical data often carry names or record
 //! numbers; the model's path is not patient data and stays.
 
-use super::json::Results;
+use super::json::{Results, SampleRecord};
 use sha2::{Digest, Sha256};
 
 const WITHHELD: &str = "withheld (--anonymize)";
@@ -18,20 +18,34 @@ pub fn short_id(name: &str) -> String {
 
 /// Replaces identifying strings in `results`; returns (short id, original) pairs, sorted.
 pub fn anonymize(results: &mut Results) -> Vec<(String, String)> {
+    let mut map: Vec<(String, String)> = results.samples.iter_mut().map(anonymize_sample).collect();
+    map.extend(anonymize_rest(results));
+    map.sort();
+    map.dedup();
+    map
+}
+
+fn swap(name: &mut String) -> (String, String) {
+    let id = short_id(name);
+    (id.clone(), std::mem::replace(name, id))
+}
+
+/// One sample record's share of [`anonymize`], for records streamed one at a
+/// time: its id is replaced; returns (short id, original).
+pub fn anonymize_sample(s: &mut SampleRecord) -> (String, String) {
+    swap(&mut s.id)
+}
+
+/// [`anonymize`] of everything but the samples (gallery, skipped inputs, data
+/// paths and notes); returns its (short id, original) pairs, unsorted.
+pub fn anonymize_rest<S>(results: &mut Results<S>) -> Vec<(String, String)> {
     let mut map = Vec::new();
-    let mut swap = |name: &mut String| {
-        let id = short_id(name);
-        map.push((id.clone(), std::mem::replace(name, id)));
-    };
-    for s in &mut results.samples {
-        swap(&mut s.id);
-    }
     for g in &mut results.gallery {
-        swap(&mut g.id);
+        map.push(swap(&mut g.id));
     }
     for s in &mut results.data.skipped {
         let original = s.path.clone();
-        swap(&mut s.path);
+        map.push(swap(&mut s.path));
         // Error messages name the file: the same path inside a reason goes too.
         s.reason = s.reason.replace(&original, &s.path);
     }
@@ -42,8 +56,6 @@ pub fn anonymize(results: &mut Results) -> Vec<(String, String)> {
     let notes = results.data.notes.len();
     results.data.notes =
         if notes > 0 { vec![format!("{notes} note(s) about input folders {WITHHELD}")] } else { vec![] };
-    map.sort();
-    map.dedup();
     map
 }
 

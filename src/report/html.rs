@@ -6,11 +6,12 @@
 //! which escapes its own text. Nothing is recomputed beyond choosing what to
 //! show (which run is the strongest, histogram bins).
 
-use super::json::{Results, Run, Status};
+// Rendered from results.json with its per-sample records digested (see super::digest).
+use super::digest::Summary as Results;
+use super::json::{Run, Status};
 use super::plot::{self, LineChart, Reference, Series};
 use crate::gate::Verdict;
 use crate::scan::EpsUnit;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The section headings, in page order (tests and the browser check use them).
@@ -66,12 +67,7 @@ fn label_unit(r: &Results) -> Option<EpsUnit> {
 /// no single width relates HU to the model scale.
 pub fn hu_per_unit(r: &Results) -> Option<f64> {
     let config = r.model.config.as_ref().filter(|c| !c.window.use_file_voi).and_then(|c| c.window.width);
-    let shared = || {
-        let mut widths = r.samples.iter().map(|s| s.scan.as_ref().and_then(|sc| sc.window.as_ref()).map(|w| w.0[1]));
-        let first = widths.next()??;
-        widths.all(|w| w == Some(first)).then_some(first)
-    };
-    config.or_else(shared).filter(|w| w.is_finite() && *w > 0.0)
+    config.or_else(|| r.samples.shared_window_width()).filter(|w| w.is_finite() && *w > 0.0)
 }
 
 /// `(factor, unit)` such that a model-scale ε × `factor` is in the unit the user wrote every ε
@@ -525,7 +521,7 @@ pub fn render(r: &Results, verdict: Option<&Verdict>) -> String {
         let _ = writeln!(h, "</table>");
     }
     if let Some(m) = &r.min_eps {
-        let found: Vec<f64> = r.samples.iter().filter_map(|s| s.min_eps.flatten()).map(|v| v as f64).collect();
+        let found: Vec<f64> = r.samples.min_eps_found.iter().map(|&v| v as f64).collect();
         let grey = r.settings.eps.iter().any(|l| l.contains("/255"));
         let unit = user_eps_unit(r);
         let tick = move |v: f64| match unit {
@@ -807,17 +803,13 @@ fn method_inputs(h: &mut String, r: &Results) {
         }
         let _ = writeln!(h, "</table>");
     }
-    let mut formats: BTreeMap<(String, String, String, u16), usize> = BTreeMap::new();
-    for sc in r.samples.iter().filter_map(|s| s.scan.as_ref()) {
-        let key = (sc.format.clone(), sc.transfer_syntax.clone().unwrap_or_default(), sc.photometric.clone(), sc.bits);
-        *formats.entry(key).or_default() += 1;
-    }
+    let formats = &r.samples.formats;
     if !formats.is_empty() {
         let _ = writeln!(
             h,
             "<h3>Input formats</h3>\n<table><tr><th>format</th><th>transfer syntax</th><th>photometric</th><th>bits</th><th>samples</th></tr>"
         );
-        for ((format, ts, photometric, bits), n) in &formats {
+        for ((format, ts, photometric, bits), n) in formats {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{bits}</td><td class=\"num\">{n}</td></tr>",
@@ -834,7 +826,7 @@ fn method_inputs(h: &mut String, r: &Results) {
 pub(crate) mod tests {
     use super::*;
     use crate::gate::tests::results;
-    use crate::report::json::{GalleryItem, SkippedRecord};
+    use crate::report::json::{GalleryItem, Results, SkippedRecord};
 
     #[test]
     fn escapes_markup_and_quotes() {
@@ -863,7 +855,7 @@ pub(crate) mod tests {
             adversarial_png: "AAAA".into(),
             perturbation_png: "AAAA".into(),
         });
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         let mut at = 0;
         for s in SECTIONS {
             let p = h[at..].find(&format!("{s}</h2>")).unwrap_or_else(|| panic!("missing or out of order: {s}"));
@@ -884,7 +876,7 @@ pub(crate) mod tests {
         for run in &mut r.runs {
             run.robust_accuracy = None;
         }
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         assert!(h.contains("this chart shows the flip rate instead"));
         assert!(h.contains("Flip rate vs ε (unlabelled data)"));
     }
@@ -913,7 +905,7 @@ pub(crate) mod tests {
     fn quantised_chart_only_when_quantised_figures_exist() {
         let r = results();
         assert!(r.runs.iter().all(|run| run.flip_rate_quantized.is_some()));
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         assert!(h.contains(QUANTISED_CAPTION), "chart missing");
         assert!(h.contains("pgd (quantised)") && h.contains("flip rate (quantised)"));
         let with = h.matches("<svg").count();
@@ -923,7 +915,7 @@ pub(crate) mod tests {
             run.flip_rate_quantized = None;
             run.robust_accuracy_quantized = None;
         }
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         assert!(!h.contains(QUANTISED_CAPTION) && !h.contains("(quantised)"));
         assert_eq!(h.matches("<svg").count(), with - 1);
     }
@@ -932,8 +924,8 @@ pub(crate) mod tests {
     fn quantised_series_pair_each_attack_with_a_dashed_companion() {
         let mut r = results();
         r.runs[3].flip_rate_quantized = None; // pgd 4/255 has no quantised figure
-        let axis = eps_axis(&r);
-        let s = quantised_series(&r, &axis);
+        let axis = eps_axis(&r.summary());
+        let s = quantised_series(&r.summary(), &axis);
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["fgsm", "fgsm (quantised)", "pgd", "pgd (quantised)"]);
         assert_eq!(s.iter().map(|s| s.dashed).collect::<Vec<_>>(), [false, true, false, true]);
@@ -969,7 +961,7 @@ pub(crate) mod tests {
             adversarial_png: "AAAA".into(),
             perturbation_png: "AAAA".into(),
         });
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         let pos = "nod&lt;ule&gt; <span class=\"pos\" title=\"positive class\">(+)</span>";
         assert!(h.contains("<th>→ normal</th>") && h.contains(&format!("<th>→ {pos}</th>")), "confusion header");
         assert!(h.contains("<tr><td>normal</td>") && h.contains(&format!("<tr><td>{pos}</td>")), "confusion rows");
@@ -981,31 +973,31 @@ pub(crate) mod tests {
         // Without names the indices stay.
         r.model.class_names.clear();
         r.model.positive_class = None;
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         assert!(h.contains("<th>→ 0</th>") && h.contains("<th>→ 1</th>") && h.contains("before: class <b>1</b>"));
     }
 
     #[test]
     fn eps_in_the_users_unit() {
         let r = hu_results();
-        assert_eq!(user_eps_unit(&r), Some((1500.0, "HU")));
-        let h = render(&r, None);
+        assert_eq!(user_eps_unit(&r.summary()), Some((1500.0, "HU")));
+        let h = render(&r.summary(), None);
         assert!(h.contains("ε (linf norm, Hounsfield units)") && h.contains("minimal ε (Hounsfield units)"));
         assert!(h.contains("median 15.0HU") && h.contains("flipped by ε ≤ 20.0HU"));
         // Each file's own window: no single width unless every sample shares one.
         let mut r2 = hu_results();
         r2.model.config.as_mut().unwrap().window.use_file_voi = true;
-        assert_eq!(user_eps_unit(&r2), None);
+        assert_eq!(user_eps_unit(&r2.summary()), None);
         // Mixed or model-scale labels keep model scale; gl is always known.
         let mut r3 = hu_results();
         r3.runs[0].eps_label = "2/255".into();
-        assert_eq!(user_eps_unit(&r3), None);
-        assert_eq!(user_eps_unit(&results()), None);
+        assert_eq!(user_eps_unit(&r3.summary()), None);
+        assert_eq!(user_eps_unit(&results().summary()), None);
         let mut r4 = results();
         for run in &mut r4.runs {
             run.eps_label = run.eps_label.replace("/255", "gl");
         }
-        assert_eq!(user_eps_unit(&r4), Some((255.0, "gl")));
+        assert_eq!(user_eps_unit(&r4.summary()), Some((255.0, "gl")));
         assert_eq!(eps_in_unit(1.0 / 1020.0, (255.0, "gl")), "0.25gl");
     }
 
@@ -1045,7 +1037,7 @@ pub(crate) mod tests {
                 scan: Some(sc),
             });
         }
-        let h = render(&r, None);
+        let h = render(&r.summary(), None);
         let method = &h[h.find("<section id=\"method\">").unwrap()..];
         assert!(method.contains("<tr><th>model config</th><td><code>models/ct.model.toml</code></td></tr>"));
         assert!(method.contains("<tr><th>window.width</th><td><code>1500.0</code></td></tr>"));
@@ -1058,8 +1050,8 @@ pub(crate) mod tests {
         // The window every sample shares stands in for a config without one.
         r.model.config = None;
         r.model.config_path = None;
-        assert_eq!(user_eps_unit(&r), Some((1500.0, "HU")));
-        let h = render(&r, None);
+        assert_eq!(user_eps_unit(&r.summary()), Some((1500.0, "HU")));
+        let h = render(&r.summary(), None);
         assert!(h.contains("not recorded") && !h.contains("<h3>Model config</h3>"));
     }
 }

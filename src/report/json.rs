@@ -82,8 +82,12 @@ use serde::{Deserialize, Serialize};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The whole record. `S` is what stands for the per-sample records: the
+/// records themselves, or — where they are streamed from disk instead of held —
+/// a [`crate::report::digest::SampleDigest`] of them (reading) or a spill file
+/// (writing); every other field is the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Results {
+pub struct Results<S = Vec<SampleRecord>> {
     pub schema_version: u32,
     pub tool: Tool,
     pub model: ModelRecord,
@@ -91,7 +95,7 @@ pub struct Results {
     pub settings: Settings,
     pub clean: Clean,
     pub runs: Vec<Run>,
-    pub samples: Vec<SampleRecord>,
+    pub samples: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_eps: Option<MinEpsSummary>,
     pub checks: Vec<Check>,
@@ -304,13 +308,22 @@ pub struct SampleRecord {
     pub clean_pred: usize,
     pub clean_confidence: f32,
     pub outcomes: Vec<Outcome>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `None` (absent): not measured; `Some(None)` (`null`): not flipped within the largest ε.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub min_eps: Option<Option<f32>>,
     #[serde(default)]
     pub check_data: SampleChecks,
     /// What decoding applied: format, photometric, rescale, window and its source, frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<crate::scan::ScanRecord>,
+}
+
+/// A field that is present reads as `Some`, also when it is `null`
+/// (`Some(None)`); serde's default reads `null` as `None`, which would lose
+/// the difference between "not measured" and "measured, no value" in a round
+/// trip (the spill files, `advscan merge`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// One sample's raw trust-check data; `None` when that check was not measured.
@@ -380,7 +393,35 @@ pub struct Timing {
     pub images_per_second: f64,
 }
 
+impl<S> Results<S> {
+    /// The same results with `samples` replaced by `f(samples)`.
+    pub fn map_samples<T>(self, f: impl FnOnce(S) -> T) -> Results<T> {
+        Results {
+            schema_version: self.schema_version,
+            tool: self.tool,
+            model: self.model,
+            data: self.data,
+            settings: self.settings,
+            clean: self.clean,
+            runs: self.runs,
+            samples: f(self.samples),
+            min_eps: self.min_eps,
+            checks: self.checks,
+            timing: self.timing,
+            gallery: self.gallery,
+        }
+    }
+}
+
 impl Results {
+    /// A copy with the samples digested, as the reports read them.
+    pub fn summary(&self) -> Results<crate::report::digest::SampleDigest> {
+        let digest = crate::report::digest::SampleDigest::of(&self.samples);
+        self.clone().map_samples(|_| digest)
+    }
+}
+
+impl<S: Serialize> Results<S> {
     pub fn to_json(&self) -> String {
         // Serialising plain data structures cannot fail.
         serde_json::to_string_pretty(self).expect("results serialise")

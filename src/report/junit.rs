@@ -4,7 +4,9 @@
 //! passes with its detail in `<system-out>`. Rendered from [`Results`] and
 //! the [`Verdict`] only.
 
-use super::json::{Results, Status};
+// Rendered from results.json with its per-sample records digested (see super::digest).
+use super::digest::Summary as Results;
+use super::json::Status;
 use crate::gate::Verdict;
 use std::fmt::Write as _;
 

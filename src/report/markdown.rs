@@ -3,7 +3,9 @@
 //! minimal-ε summary, trust checks and the gate verdict. Rendered from
 //! [`Results`] (and the gate's [`Verdict`]) only; nothing is recomputed.
 
-use super::json::{Results, Status};
+// Rendered from results.json with its per-sample records digested (see super::digest).
+use super::digest::Summary as Results;
+use super::json::Status;
 use crate::gate::Verdict;
 use std::fmt::Write as _;
 
@@ -122,12 +124,12 @@ mod tests {
     fn quantised_column_and_min_eps_in_hu() {
         let mut r = crate::report::html::tests::hu_results();
         r.runs[0].flip_rate_quantized = None;
-        let m = render(&r, None);
+        let m = render(&r.summary(), None);
         assert!(m.contains("| flip rate | flip rate (quantised) |\n|---|---|---|---:|---:|---:|"), "{m}");
         assert!(m.contains("| fgsm | linf | 10HU | 80.0% | 10.0% | — |"), "{m}");
         assert!(m.contains("| pgd | linf | 20HU | 60.0% | 40.0% | 40.0% |"), "{m}");
         assert!(m.contains("median 0.01000 (15.0HU)") && m.contains("flipped by ε ≤ 0.01333 (20.0HU)."), "{m}");
-        let m = render(&results(), None);
+        let m = render(&results().summary(), None);
         assert!(m.contains("median 0.01176, quartiles"), "{m}");
     }
 }

@@ -3,11 +3,13 @@
 //! recomputing anything.
 
 pub mod anonymize;
+pub mod digest;
 pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
 pub mod plot;
+pub mod spill;
 pub mod staging;
 pub mod table;
 
@@ -72,7 +74,11 @@ pub fn write_atomic_with(
 }
 
 /// Writes `report.html`, `summary.md` and `junit.xml` into `dir` (beside its results.json).
-pub fn write_reports(dir: &Path, results: &json::Results, verdict: Option<&crate::gate::Verdict>) -> Result<(), Error> {
+pub fn write_reports(
+    dir: &Path,
+    results: &digest::Summary,
+    verdict: Option<&crate::gate::Verdict>,
+) -> Result<(), Error> {
     write_atomic(&dir.join("report.html"), html::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("summary.md"), markdown::render(results, verdict).as_bytes())?;
     write_atomic(&dir.join("junit.xml"), junit::render(results, verdict).as_bytes())

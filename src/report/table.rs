@@ -1,6 +1,7 @@
 //! The short human summary printed to standard output after a run.
 
-use super::json::Results;
+// Rendered from results.json with its per-sample records digested (see super::digest).
+use super::digest::Summary as Results;
 use std::fmt::Write as _;
 
 fn pct(v: Option<f64>) -> String {
@@ -83,7 +84,7 @@ mod tests {
     fn quantised_column_and_min_eps_in_hu() {
         let mut r = crate::report::html::tests::hu_results();
         r.runs[0].flip_rate_quantized = None;
-        let t = render(&r);
+        let t = render(&r.summary());
         assert!(t.contains("flip (quantised)"));
         let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("fgsm") || l.starts_with("pgd")).collect();
         assert_eq!(rows.len(), 4);
@@ -91,7 +92,7 @@ mod tests {
         assert!(rows[1].split_whitespace().nth(5) == Some("30.0%"), "{}", rows[1]);
         assert!(t.contains("median 0.01000 (15.0HU)") && t.contains("ε ≤ 0.01333 (20.0HU)"), "{t}");
         // Model-scale labels: no unit in parentheses.
-        let t = render(&results());
+        let t = render(&results().summary());
         assert!(t.contains("median 0.01176  quartiles"), "{t}");
     }
 }
