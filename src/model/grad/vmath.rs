@@ -2,8 +2,8 @@
 //! as branch-free polynomials (libm's are opaque calls, one element at a
 //! time: 13% of a PGD run on pneumonia_mixed_ops), the slice loops the
 //! activation rules run them in, compiled for AVX-512 or AVX2 when the CPU
-//! has it,
-//! and sums in a fixed lane order (a plain running sum cannot vectorise).
+//! has it, and sums in a fixed lane order (a plain running sum cannot
+//! vectorise).
 //!
 //! Results do not depend on the vector width: the functions use only
 //! IEEE-754 add, multiply, divide, min/max and bit moves, never a fused

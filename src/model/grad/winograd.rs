@@ -32,9 +32,9 @@
 //! Like `panel`, this runs only with f32 on CPUs with AVX-512F or AVX2 and
 //! FMA (`Winograd::new` declines elsewhere and the convolution keeps its
 //! direct path). The AVX-512 transforms (`avx512`) split and interleave
-//! tiles with two-source permutes; the others (`blocked`) gather a block of
-//! tiles into arrays and let the compiler vectorise the arithmetic, which
-//! is the same, operation for operation, so both give the same bits.
+//! tiles with two-source permutes; the AVX2 ones (`blocked`) gather a block
+//! of tiles into vectors from a zero-bordered copy of the input; the
+//! arithmetic is the same, operation for operation, so both give the same bits.
 
 use super::Elem;
 use super::panel::{PackedRows, as_f32, as_f32_mut};
@@ -319,12 +319,12 @@ fn segments(units: std::ops::Range<usize>, th: usize) -> impl Iterator<Item = (u
     })
 }
 
-/// The transforms of `avx512`, same contracts and same arithmetic, written
+/// The transforms of `avx512`, same contracts and same arithmetic, on AVX2:
 /// over blocks of `BLOCK` consecutive tiles of a segment (tile-row-major, as
-/// they lie in V and M): each value of a tile (input d_ij, transformed V_ξ,
-/// product M_ξ) is an array over the block's tiles, so every operation is
-/// elementwise over contiguous arrays, which the compiler vectorises for
-/// the instruction set of the function these are inlined into (`avx2`).
+/// they lie in V and M), each value of a tile (input d_ij, transformed V_ξ,
+/// product M_ξ) is two 8-lane vectors over the block's tiles, so every
+/// operation is one vector instruction per 8 tiles. (Written as plain array
+/// loops, the compiler left this arithmetic scalar.)
 /// The segment's input rows are first copied into a zero-bordered buffer
 /// that holds every tile's window, so the gathers need no bounds checks;
 /// outputs are scattered into a buffer of whole tiles, whose rows inside
@@ -515,6 +515,22 @@ mod blocked {
         unsafe { from_array(&v) }
     }
 
+    /// Values j = 0..A of the tile row starting `offset` (= i·width) into
+    /// every lane's tile.
+    ///
+    /// # Safety
+    /// As [`gather`], for a tile side of at least A (and above i).
+    #[inline(always)]
+    unsafe fn tile_row<const A: usize>(buffer: &[f32], at: &[usize; BLOCK], offset: usize) -> [Lanes; A] {
+        unsafe {
+            let mut d = [zero(); A];
+            for (j, d) in d.iter_mut().enumerate() {
+                *d = gather(buffer, at, offset + j);
+            }
+            d
+        }
+    }
+
     /// As `avx512::input`.
     ///
     /// # Safety
@@ -534,10 +550,7 @@ mod blocked {
             for (t0, count, at) in seg.blocks(width, 4, buffer.len()) {
                 let mut rows = [[zero(); 4]; 4];
                 for (i, row) in rows.iter_mut().enumerate() {
-                    let mut d = [zero(); 4];
-                    for (j, d) in d.iter_mut().enumerate() {
-                        *d = gather(&buffer, &at, i * width + j);
-                    }
+                    let d: [Lanes; 4] = tile_row(&buffer, &at, i * width);
                     *row = [sub(&d[0], &d[2]), add(&d[1], &d[2]), sub(&d[2], &d[1]), sub(&d[1], &d[3])];
                 }
                 let [r0, r1, r2, r3] = &rows;
@@ -671,11 +684,7 @@ mod blocked {
             for (t0, count, at) in seg.blocks(width, 6, buffer.len()) {
                 let mut rows = [[zero(); 6]; 6];
                 for (i, row) in rows.iter_mut().enumerate() {
-                    let mut d = [zero(); 6];
-                    for (j, d) in d.iter_mut().enumerate() {
-                        *d = gather(&buffer, &at, i * width + j);
-                    }
-                    *row = bt4(&d);
+                    *row = bt4(&tile_row(&buffer, &at, i * width));
                 }
                 for j in 0..6 {
                     let mut column = [zero(); 6];
