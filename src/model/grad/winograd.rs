@@ -444,8 +444,12 @@ mod blocked {
     }
 
     impl Segment {
-        fn new(m: usize, tys: &Range<usize>, tw: usize) -> Self {
-            Segment { m, alpha: m + 2, tw, tiles: tys.len() * tw }
+        /// The segment of tile rows `tys` in tiles of m×m outputs; `None`
+        /// when it has no tiles (nothing to transform).
+        fn new(m: usize, plane: &Plane, tys: &Range<usize>) -> Option<Self> {
+            let tw = plane.out[1].div_ceil(m);
+            let seg = Segment { m, alpha: m + 2, tw, tiles: tys.len() * tw };
+            (seg.tiles > 0).then_some(seg)
         }
 
         /// Width of the bordered input buffer (every tile's window).
@@ -480,11 +484,13 @@ mod blocked {
             })
         }
 
-        /// Copies the input rows the segment's tiles read into `buffer`
-        /// (its rows of `in_width`), zero where they fall outside the plane.
-        fn bordered(&self, x: &[f32], plane: &Plane, tys: &Range<usize>, buffer: &mut [f32]) {
+        /// The worker's buffer holding the input rows the segment's tiles
+        /// read (rows of `in_width`), zero where they fall outside the plane;
+        /// give it back with `BUFFER.set`.
+        fn bordered(&self, x: &[f32], plane: &Plane, tys: &Range<usize>) -> Vec<f32> {
             let ([ih, iw], [pt, pl]) = (plane.input, plane.pad);
             let width = self.in_width();
+            let mut buffer = take_buffer((self.m * (tys.len() - 1) + self.alpha) * width);
             for (i, row) in buffer.chunks_exact_mut(width).enumerate() {
                 row.fill(0.0);
                 let Some(r) = (self.m * tys.start + i).checked_sub(pt).filter(|&r| r < ih) else { continue };
@@ -492,10 +498,7 @@ mod blocked {
                 let n = iw.min(width.saturating_sub(pl));
                 row[pl..pl + n].copy_from_slice(&x[r * iw..][..n]);
             }
-        }
-
-        fn in_len(&self, rows: usize) -> usize {
-            (self.m * (rows - 1) + self.alpha) * self.in_width()
+            buffer
         }
     }
 
@@ -537,13 +540,9 @@ mod blocked {
     /// AVX2 and FMA are available (the slices are checked).
     #[inline(always)]
     pub unsafe fn input(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
-        let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
-        if seg.tiles == 0 {
-            return;
-        }
+        let Some(seg) = Segment::new(2, plane, &tys) else { return };
         let width = seg.in_width();
-        let mut buffer = take_buffer(seg.in_len(tys.len()));
-        seg.bordered(x, plane, &tys, &mut buffer);
+        let buffer = seg.bordered(x, plane, &tys);
         // SAFETY: AVX2 and FMA (the contract); the gathers' offsets are
         // within the side `blocks` checked.
         unsafe {
@@ -597,10 +596,7 @@ mod blocked {
     /// As [`input`].
     #[inline(always)]
     pub unsafe fn output(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
-        let seg = Segment::new(2, &tys, plane.out[1].div_ceil(2));
-        if seg.tiles == 0 {
-            return;
-        }
+        let Some(seg) = Segment::new(2, plane, &tys) else { return };
         let width = seg.out_width();
         let mut buffer = take_buffer(seg.m * tys.len() * width);
         let len = buffer.len();
@@ -672,13 +668,9 @@ mod blocked {
     /// As [`input`].
     #[inline(always)]
     pub unsafe fn input4(x: &[f32], plane: &Plane, tys: Range<usize>, v: &mut [f32], stride: usize) {
-        let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
-        if seg.tiles == 0 {
-            return;
-        }
+        let Some(seg) = Segment::new(4, plane, &tys) else { return };
         let width = seg.in_width();
-        let mut buffer = take_buffer(seg.in_len(tys.len()));
-        seg.bordered(x, plane, &tys, &mut buffer);
+        let buffer = seg.bordered(x, plane, &tys);
         // SAFETY: as in `input`.
         unsafe {
             for (t0, count, at) in seg.blocks(width, 6, buffer.len()) {
@@ -706,10 +698,7 @@ mod blocked {
     /// As [`input`].
     #[inline(always)]
     pub unsafe fn output4(m: &[f32], stride: usize, plane: &Plane, tys: Range<usize>, bias: f32, y: &mut [f32]) {
-        let seg = Segment::new(4, &tys, plane.out[1].div_ceil(4));
-        if seg.tiles == 0 {
-            return;
-        }
+        let Some(seg) = Segment::new(4, plane, &tys) else { return };
         let width = seg.out_width();
         let mut buffer = take_buffer(seg.m * tys.len() * width);
         let len = buffer.len();
