@@ -40,7 +40,14 @@ thread_local! {
 }
 
 /// An m×k matrix stored as ⌈m/mr⌉ panels of mr rows, each panel k-major
-/// (the mr entries of column p are adjacent), the last panel zero-padded.
+/// (the mr entries of column p are adjacent), the last panel zero-padded;
+/// depth-block major: the panels' columns p0..p0 + KC come one panel after
+/// the other, then the next KC columns. A pass over one depth block (every
+/// panel against one block of B) then reads one contiguous stream, which
+/// the hardware prefetchers follow; panel-major, each panel's part was a
+/// separate run of KC·mr values, k·mr values after the previous one, and
+/// the products whose weights come from memory (Winograd's at batch 1)
+/// waited on those loads.
 pub(super) struct PackedRows {
     panels: Vec<f32>,
     m: usize,
@@ -77,12 +84,15 @@ impl PackedRows {
             Isa::Avx2 if m <= 4 => 4,
             Isa::Avx2 => 6,
         };
-        let mut panels = vec![0.0f32; m.div_ceil(mr) * mr * k];
+        let padded = m.div_ceil(mr) * mr;
+        let mut panels = vec![0.0f32; padded * k];
         for (i, row) in a.outer_iter().enumerate() {
             let (panel, r) = (i / mr, i % mr);
             for (p, v) in row.iter().enumerate() {
+                let p0 = p - p % KC;
+                let depth = (k - p0).min(KC);
                 // T is f32 (checked above).
-                panels[(panel * k + p) * mr + r] = v.to_f32().unwrap_or(f32::NAN);
+                panels[p0 * padded + (panel * depth + p - p0) * mr + r] = v.to_f32().unwrap_or(f32::NAN);
             }
         }
         Some(PackedRows { panels, m, k, mr, isa })
@@ -145,6 +155,7 @@ impl PackedRows {
     #[inline(always)]
     unsafe fn mul_with<L: Lanes>(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
         let (m, k, mr) = (self.m, self.k, self.mr);
+        let padded = m.div_ceil(mr) * mr;
         let nr = 2 * L::N;
         // The worker's block buffer, kept between products (every entry a
         // block uses is written before it is read).
@@ -171,35 +182,47 @@ impl PackedRows {
                     }
                 }
                 let block = &*block;
-                for panel in 0..m.div_ceil(mr) {
+                // A block of at most L::N columns (a narrow product, or the
+                // last block) needs only the first vector of each row; it
+                // takes two panels per call, so that as many accumulators
+                // are in flight as with two vectors.
+                let narrow = width <= L::N;
+                let panels = m.div_ceil(mr);
+                let mut panel = 0;
+                while panel < panels {
+                    let pair = narrow && panel + 1 < panels;
                     let tile = Tile {
-                        a: &self.panels[(panel * k + p0) * mr..][..depth * mr],
+                        a: &self.panels[p0 * padded + panel * depth * mr..][..(1 + pair as usize) * depth * mr],
                         b: block,
                         depth,
                         c: &mut c[panel * mr * n + j..],
                         ldc: n,
-                        rows: (m - panel * mr).min(mr),
+                        rows: (m - panel * mr).min((1 + pair as usize) * mr),
                         width,
                         masks,
                         load_c: accumulate || p0 > 0,
                     };
                     // SAFETY: L's instruction set is available; `block` holds
-                    // depth ≤ KC rows of nr; c has `rows` rows of stride n
-                    // from column j, width ≤ n − j of them valid. A block of
-                    // at most L::N columns (a narrow product, or the last
-                    // block) needs only the first vector of each row.
+                    // depth ≤ KC rows of nr; the panels of a depth block are
+                    // adjacent, so `a` holds depth·mr values per panel of the
+                    // call; c has `rows` rows of stride n from column j,
+                    // width ≤ n − j of them valid.
                     unsafe {
-                        match (mr, width <= L::N) {
-                            (4, false) => kernel::<L, 4, 2>(tile),
-                            (4, true) => kernel::<L, 4, 1>(tile),
-                            (6, false) => kernel::<L, 6, 2>(tile),
-                            (6, true) => kernel::<L, 6, 1>(tile),
-                            (8, false) => kernel::<L, 8, 2>(tile),
-                            (8, true) => kernel::<L, 8, 1>(tile),
-                            (_, false) => kernel::<L, 12, 2>(tile),
-                            (_, true) => kernel::<L, 12, 1>(tile),
+                        match (mr, narrow, pair) {
+                            (4, false, _) => kernel::<L, 4, 2, 1>(tile),
+                            (4, true, _) => kernel::<L, 4, 1, 1>(tile),
+                            (6, false, _) => kernel::<L, 6, 2, 1>(tile),
+                            (6, true, false) => kernel::<L, 6, 1, 1>(tile),
+                            (6, true, true) => kernel::<L, 6, 1, 2>(tile),
+                            (8, false, _) => kernel::<L, 8, 2, 1>(tile),
+                            (8, true, false) => kernel::<L, 8, 1, 1>(tile),
+                            (8, true, true) => kernel::<L, 8, 1, 2>(tile),
+                            (_, false, _) => kernel::<L, 12, 2, 1>(tile),
+                            (_, true, false) => kernel::<L, 12, 1, 1>(tile),
+                            (_, true, true) => kernel::<L, 12, 1, 2>(tile),
                         }
                     }
+                    panel += 1 + pair as usize;
                 }
             }
         }
@@ -245,10 +268,10 @@ pub(super) fn lanes_between(lo: isize, hi: isize) -> u16 {
     lane_mask(hi.clamp(0, 16) as usize) & !lane_mask(lo.clamp(0, 16) as usize)
 }
 
-/// One kernel call: C[0..rows, 0..width] (+)= A-panel · B[0..depth, 0..width].
+/// One kernel call: C[0..rows, 0..width] (+)= A-panels · B[0..depth, 0..width].
 #[cfg(target_arch = "x86_64")]
 struct Tile<'a, M> {
-    /// depth × MR, k-major.
+    /// One or two panels of depth × MR, each k-major, one after the other.
     a: &'a [f32],
     /// depth × NR, row-major.
     b: &'a [f32],
@@ -262,44 +285,53 @@ struct Tile<'a, M> {
     load_c: bool,
 }
 
-/// MR rows × L::N·V columns of C (V = 1 or 2) in V·MR vector registers.
-/// A full-width tile reads and writes C without masks (AVX2's masked store
-/// is several times slower than a plain one).
+/// P panels of MR rows × L::N·V columns of C (V = 1 or 2) in P·MR·V vector
+/// registers; row q·MR + r of the tile is row r of panel q. A full-width
+/// tile reads and writes C without masks (AVX2's masked store is several
+/// times slower than a plain one).
 ///
 /// # Safety
-/// L's instruction set is available; `a` holds depth·MR values and `b`
+/// L's instruction set is available; `a` holds P·depth·MR values and `b`
 /// depth·2·L::N; for every row r < rows the masked lanes of
 /// `c[r·ldc ..][..L::N·V]` lie inside `c` (masked-off lanes are never read
 /// or written); with V = 1 the second mask is empty (width ≤ L::N).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn kernel<L: Lanes, const MR: usize, const V: usize>(t: Tile<'_, L::Mask>) {
+unsafe fn kernel<L: Lanes, const MR: usize, const V: usize, const P: usize>(t: Tile<'_, L::Mask>) {
     let nr = 2 * L::N;
     let full = t.width == V * L::N;
     let c = t.c.as_mut_ptr();
     unsafe {
-        let mut acc = [[L::zero(); V]; MR];
+        let mut acc = [[[L::zero(); V]; MR]; P];
         if t.load_c {
-            for (r, acc) in acc.iter_mut().enumerate().take(t.rows) {
-                for (h, acc) in acc.iter_mut().enumerate() {
-                    let at = c.add(r * t.ldc + L::N * h);
-                    *acc = if full { L::load(at) } else { L::load_masked(t.masks[h], at) };
+            for (q, acc) in acc.iter_mut().enumerate() {
+                for (r, acc) in acc.iter_mut().enumerate().take(t.rows.saturating_sub(q * MR)) {
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let at = c.add((q * MR + r) * t.ldc + L::N * h);
+                        *acc = if full { L::load(at) } else { L::load_masked(t.masks[h], at) };
+                    }
                 }
             }
         }
-        for (a, b) in t.a.chunks_exact(MR).zip(t.b.chunks_exact(nr)).take(t.depth) {
+        let panels: [&[f32]; P] = std::array::from_fn(|q| &t.a[q * t.depth * MR..][..t.depth * MR]);
+        for (p, b) in t.b.chunks_exact(nr).take(t.depth).enumerate() {
             let b: [L; V] = std::array::from_fn(|h| L::load(b.as_ptr().add(L::N * h)));
-            for (acc, &a) in acc.iter_mut().zip(a) {
-                let a = L::splat(a);
-                for (acc, b) in acc.iter_mut().zip(b) {
-                    *acc = L::fmadd(a, b, *acc);
+            for (panel, acc) in panels.iter().zip(acc.iter_mut()) {
+                let a = panel.as_ptr().add(p * MR);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = L::splat(*a.add(r));
+                    for (acc, b) in acc.iter_mut().zip(b) {
+                        *acc = L::fmadd(a, b, *acc);
+                    }
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(t.rows) {
-            for (h, acc) in acc.iter().enumerate() {
-                let at = c.add(r * t.ldc + L::N * h);
-                if full { L::store(at, *acc) } else { L::store_masked(at, t.masks[h], *acc) }
+        for (q, acc) in acc.iter().enumerate() {
+            for (r, acc) in acc.iter().enumerate().take(t.rows.saturating_sub(q * MR)) {
+                for (h, acc) in acc.iter().enumerate() {
+                    let at = c.add((q * MR + r) * t.ldc + L::N * h);
+                    if full { L::store(at, *acc) } else { L::store_masked(at, t.masks[h], *acc) }
+                }
             }
         }
     }
