@@ -1023,23 +1023,33 @@ mod depthwise {
         let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
         let (taps, start, pairs) = grouped(g, 0);
         assert!(y.len() == d.n * d.m * p && x.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
+        // Per 16-column step and width tap: the lanes it adds to (output
+        // columns tw.lo..tw.hi) and where its input run starts. The same
+        // for every row and plane, so worked out once.
+        let steps: Vec<(u16, isize)> = (0..out_w)
+            .step_by(16)
+            .flat_map(|ow0| {
+                taps.0[2].iter().map(move |tw| {
+                    let lanes = lanes_between(tw.lo as isize - ow0 as isize, tw.hi as isize - ow0 as isize);
+                    (lanes, ow0 as isize + tw.offset)
+                })
+            })
+            .collect();
         for (plane, yp) in y.chunks_exact_mut(p).enumerate() {
             let (ni, mi) = (plane / d.m, plane % d.m);
             let xp = &x[(ni * d.c + mi / mult) * in_len..][..in_len];
             let wk = &w[mi * kk..][..kk];
             let init = b.map_or(0.0, |b| b[mi]);
             for (orow, yrow) in yp.chunks_exact_mut(out_w).enumerate() {
-                for ow0 in (0..out_w).step_by(16) {
+                for (ow0, step) in (0..out_w).step_by(16).zip(steps.chunks_exact(kw)) {
                     let mut acc = _mm512_set1_ps(init);
                     for &[_, irow, jd, jh] in &pairs[start[orow]..start[orow + 1]] {
                         let xrow = xp[irow * in_w..][..in_w].as_ptr();
                         let wrow = &wk[(jd * g.kernel[1] + jh) * kw..][..kw];
-                        for (tw, &wv) in taps.0[2].iter().zip(wrow) {
-                            // Output columns tw.lo..tw.hi read input column ow + offset.
-                            let m = lanes_between(tw.lo as isize - ow0 as isize, tw.hi as isize - ow0 as isize);
-                            // SAFETY: the unmasked lanes read input columns inside 0..in_w.
-                            let xv =
-                                unsafe { _mm512_maskz_loadu_ps(m, xrow.wrapping_offset(ow0 as isize + tw.offset)) };
+                        for (&(m, from), &wv) in step.iter().zip(wrow) {
+                            // SAFETY: the unmasked lanes (output columns
+                            // tw.lo..tw.hi) read input columns inside 0..in_w.
+                            let xv = unsafe { _mm512_maskz_loadu_ps(m, xrow.wrapping_offset(from)) };
                             acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(_mm512_set1_ps(wv), xv));
                         }
                     }
@@ -1066,12 +1076,24 @@ mod depthwise {
         let (in_w, out_w, kw) = (g.input[2], g.out[2], g.kernel[2]);
         let (taps, start, pairs) = grouped(g, 1);
         assert!(dy.len() == d.n * d.m * p && dx.len() == d.n * d.c * in_len && w.len() >= d.m * kk);
+        // Per 16-column step and width tap: the lanes it adds to (input
+        // column iw receives output column iw − offset, for outputs lo..hi)
+        // and where its dY run starts; worked out once, as in `forward`.
+        let steps: Vec<(u16, isize)> = (0..in_w)
+            .step_by(16)
+            .flat_map(|iw0| {
+                taps.0[2].iter().map(move |tw| {
+                    let (lo, hi) = (tw.lo as isize + tw.offset, tw.hi as isize + tw.offset);
+                    (lanes_between(lo - iw0 as isize, hi - iw0 as isize), iw0 as isize - tw.offset)
+                })
+            })
+            .collect();
         for (plane, dyp) in dy.chunks_exact(p).enumerate() {
             let (ni, mi) = (plane / d.m, plane % d.m);
             let dxp = &mut dx[(ni * d.c + mi / mult) * in_len..][..in_len];
             let wk = &w[mi * kk..][..kk];
             for (irow, dxrow) in dxp.chunks_exact_mut(in_w).enumerate() {
-                for iw0 in (0..in_w).step_by(16) {
+                for (iw0, step) in (0..in_w).step_by(16).zip(steps.chunks_exact(kw)) {
                     let m_row = lane_mask(in_w - iw0);
                     let at = dxrow.as_mut_ptr().wrapping_add(iw0);
                     // SAFETY: the unmasked lanes are input columns iw0.. below in_w.
@@ -1080,13 +1102,9 @@ mod depthwise {
                     for &[orow, _, jd, jh] in &pairs[start[irow]..start[irow + 1]] {
                         let dyrow = dyp[orow * out_w..][..out_w].as_ptr();
                         let wrow = &wk[(jd * g.kernel[1] + jh) * kw..][..kw];
-                        for (tw, &wv) in taps.0[2].iter().zip(wrow) {
-                            // Input column iw receives output column iw − offset, for outputs lo..hi.
-                            let (lo, hi) = (tw.lo as isize + tw.offset, tw.hi as isize + tw.offset);
-                            let m = lanes_between(lo - iw0 as isize, hi - iw0 as isize);
+                        for (&(m, from), &wv) in step.iter().zip(wrow) {
                             // SAFETY: the unmasked lanes read output columns inside lo..hi ⊆ 0..out_w.
-                            let gv =
-                                unsafe { _mm512_maskz_loadu_ps(m, dyrow.wrapping_offset(iw0 as isize - tw.offset)) };
+                            let gv = unsafe { _mm512_maskz_loadu_ps(m, dyrow.wrapping_offset(from)) };
                             acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(_mm512_set1_ps(wv), gv));
                         }
                     }
