@@ -13,7 +13,7 @@
 //! or QLinearConv.
 
 use super::im2col::{col2im, im2col};
-use super::panel::{PackedRows, as_f32, as_f32_mut};
+use super::panel::{PackedRows, as_f32, as_f32_mut, avx512};
 use super::value::{finput, with_scratch};
 use super::winograd::{Plane, Winograd};
 use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
@@ -811,7 +811,7 @@ fn gemm_backward<T: Elem>(
 /// rows — a direct loop, contiguous when the width stride is 1.
 fn depthwise_forward<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, y: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if avx512() {
         if d.geom.stride[2] == 1
             && let (Some(x), Some(w), Some(y)) = (as_f32(x), as_f32(w), as_f32_mut(y))
         {
@@ -878,7 +878,7 @@ fn depthwise_forward_rows<T: Elem>(x: &[T], w: &[T], b: Option<&[T]>, d: &Dims, 
 /// ∂L/∂x[i] += w·dY[o] and ∂L/∂w += dY[o]·x[i], over the same (o, i) pairs.
 fn depthwise_backward<T: Elem>(x: &[T], w: &[T], dy: &[T], d: &Dims, dx: Option<&mut [T]>, dw: Option<&mut [T]>) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if avx512() {
         let mut dx = dx;
         if d.geom.stride[2] == 1
             && let (Some(w), Some(dy), Some(dxf)) = (as_f32(w), as_f32(dy), dx.as_deref_mut().and_then(as_f32_mut))

@@ -244,15 +244,13 @@ pub(super) fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
+/// Whether the kernels written for AVX-512 only (strided im2col/col2im,
+/// pooling, depthwise rows) run: the CPU has AVX-512F and `ADVSCAN_ISA`
+/// does not ask for AVX2 or for no packed kernels ([`Isa::detect`]), so
+/// that `ADVSCAN_ISA=avx2` on an AVX-512 machine runs what an AVX2 machine
+/// runs.
 pub(super) fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detect() == Some(Isa::Avx512)
 }
 
 /// The low `width` bits set (all 16 for width ≥ 16): which lanes of a

@@ -7,7 +7,7 @@
 //! the onnxruntime/PyTorch divisor rule. LpPool and MaxRoiPool are not here.
 
 use super::conv::{Geom, Win, Window, array, attr_flag, checked_len, contiguous};
-use super::panel::{as_f32, as_f32_mut, lane_mask};
+use super::panel::{as_f32, as_f32_mut, avx512, lane_mask};
 use super::simd::Isa;
 use super::value::finput;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
@@ -359,7 +359,7 @@ fn max_pool_rows<T: Elem>(x: &[T], planes: usize, g: &Geom) -> Option<(Vec<T>, V
         return None;
     }
     #[cfg(target_arch = "x86_64")]
-    return (Isa::detect() == Some(Isa::Avx512)).then(|| vector_pool(x, planes, g, max_pool_rows_avx512)).flatten();
+    return avx512().then(|| vector_pool(x, planes, g, max_pool_rows_avx512)).flatten();
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (x, planes);
@@ -766,7 +766,7 @@ fn scatter_disjoint<T: Elem>(arg: &[i64], dy: &[T], dx: &mut [T]) -> bool {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if avx512() {
         // SAFETY: AVX-512F (checked); every index is below dx.len() (checked)
         // and negative ones are masked off.
         unsafe { scatter_disjoint_avx512(arg, dy, dx) };
@@ -949,7 +949,7 @@ enum Pass<'a, T> {
 /// CPU does not fit; the caller checked the geometry.
 fn avg_pool_2x2_fast<T: Elem>(from: &[T], inv: &[T], g: &Geom, pass: Pass<'_, T>) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
+    if avx512()
         && let (Some(from), Some(inv)) = (as_f32(from), as_f32(inv))
     {
         let (forward, to) = match pass {
