@@ -370,12 +370,13 @@ impl<T: Elem> Engine<T> {
         Ok(engine)
     }
 
-    /// One forward pass of a zero image at the input's declared size, so
-    /// that what ops prepare per input size on first use (each Winograd
-    /// kernel's transform into the tile its plane needs) is prepared while
-    /// the model loads, not inside the first attack step. Skipped when a
-    /// dimension other than the batch is symbolic; a failure is left for
-    /// the real forward pass to report.
+    /// One forward and backward pass of a zero image at the input's
+    /// declared size, so that what ops prepare per input size on first use
+    /// (each Winograd kernel's transform into the tile its plane needs, and
+    /// that of its adjoint, which only the backward pass uses) is prepared
+    /// while the model loads, not inside the first attack step. Skipped when
+    /// a dimension other than the batch is symbolic; a failure is left for
+    /// the real passes to report.
     fn warm_up(&self) {
         let Some((batch, sample)) = self.input_dims.split_first() else { return };
         let batch = match batch {
@@ -389,7 +390,9 @@ impl<T: Elem> Engine<T> {
             // A declared size past 16 Mi values is left to the real input (no
             // gigabyte allocations while merely loading a hostile model).
             if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| n <= 1 << 24) {
-                let _ = self.forward(ArrayD::zeros(IxDyn(&shape)));
+                if let Ok(tape) = self.forward(ArrayD::zeros(IxDyn(&shape))) {
+                    let _ = self.backward(&tape, &Array2::zeros(tape.logits.raw_dim()));
+                }
             }
         }
     }
