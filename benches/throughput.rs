@@ -38,6 +38,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+/// The binary's allocator (src/main.rs), so that these figures are what `advscan attack` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Per-bench time cap in seconds (divan's `max_time`).
 const MAX_SECONDS: u64 = 4;
 

@@ -21,6 +21,10 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 use std::time::Instant;
 
+/// The binary's allocator (src/main.rs), so that this measures what `advscan attack` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).ok_or("usage: profile_pgd MODEL.onnx [COUNT] [THREADS] [BATCH] [MODE]")?;

@@ -16,6 +16,14 @@ use cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// glibc returns a freed block of more than a few MiB to the kernel, and the
+/// next step's activation of the same size faults its pages in again (zeroed
+/// by the kernel, behind a lock that both workers contend for). mimalloc keeps
+/// them per thread: on ResNet-18 at batch 4 and 2 threads this took the run
+/// from 845,000 page faults to about 40,000 and 2.5 to 3.8 images/s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Writes report.html, summary.md and junit.xml into `dir` (beside its
 /// results.json) and gates `results` when a policy is given. The outer error
 /// is a failure to write; the inner one a policy that cannot be applied — the
