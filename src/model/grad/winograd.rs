@@ -128,10 +128,27 @@ impl Plane {
         [self.out[0].div_ceil(tile.m()), self.out[1].div_ceil(tile.m())]
     }
 
-    /// Tile rows (one image's row of tiles) per chunk of about `values`
-    /// values of V and M, for `channels` = in + out channels.
-    fn rows_per_chunk(&self, tile: Tile, channels: usize, units: usize, values: usize) -> usize {
-        (values / (tile.positions() * channels * self.tiles(tile)[1]).max(1)).clamp(1, units.max(1))
+    /// The chunks of the `units` tile rows (one image's row of tiles
+    /// each), of about `values` values of V and M each for `channels` = in
+    /// + out channels. Every chunk reads all of U (α² matrices of out × in
+    /// channels) once more, and a product's speed falls with its columns,
+    /// so a remainder of less than half a chunk joins the last one: on
+    /// ResNet-18's 14×14 planes at batch 4 a chunk of 14 tile rows and one
+    /// of 2 became one of 16, and the 2-row chunk's products (8 columns)
+    /// had run at a third of the others' speed. (Equal shares instead,
+    /// e.g. 98 columns where there were 112 and 84, were slower: a product
+    /// is fastest at a multiple of 32 columns.)
+    fn chunks(&self, tile: Tile, channels: usize, units: usize, values: usize) -> Vec<std::ops::Range<usize>> {
+        let per = (values / (tile.positions() * channels * self.tiles(tile)[1]).max(1)).max(1);
+        let mut chunks: Vec<std::ops::Range<usize>> =
+            (0..units).step_by(per).map(|s| s..(s + per).min(units)).collect();
+        if chunks.len() > 1 && chunks.last().is_some_and(|c| 2 * c.len() < per) {
+            let tail = chunks.pop().map_or(units, |c| c.end);
+            if let Some(last) = chunks.last_mut() {
+                last.end = tail;
+            }
+        }
+        chunks
     }
 }
 
@@ -219,13 +236,12 @@ impl Winograd {
             if u.len() != positions {
                 return false;
             }
-            let per = plane.rows_per_chunk(tile, rows + depth, units, chunk_values);
-            let most = per * tw;
+            let chunks = plane.chunks(tile, rows + depth, units, chunk_values);
+            let most = chunks.iter().map(|c| c.len()).max().unwrap_or(0) * tw;
             let (v_len, m_len) = (positions * (depth * most + SKEW), positions * (rows * most + SKEW));
             with_scratch(v_len + m_len, |s: &mut [f32]| {
                 let (v, m) = s.split_at_mut(v_len);
-                for first in (0..units).step_by(per) {
-                    let chunk = first..(first + per).min(units);
+                for chunk in chunks {
                     let nt = chunk.len() * tw;
                     let (v_stride, m_stride) = (depth * nt + SKEW, rows * nt + SKEW);
                     for (k, img, tys) in segments(chunk.clone(), th) {
@@ -1216,6 +1232,18 @@ mod tests {
     /// must give bit-identical results to one chunk, and every instruction
     /// set bit-identical results to the first.
     #[test]
+    fn a_remainder_of_less_than_half_a_chunk_joins_the_last_one() {
+        // ResNet-18's 14×14 planes in F(4×4): 4 tiles per row, 36 positions; 14 rows fit the budget.
+        let plane = Plane { input: [14, 14], pad: [1, 1], out: [14, 14] };
+        let values = 14 * Tile::F4.positions() * 512 * 4;
+        assert_eq!(plane.chunks(Tile::F4, 512, 16, values), vec![0..16]);
+        assert_eq!(plane.chunks(Tile::F4, 512, 30, values), vec![0..14, 14..30]);
+        assert_eq!(plane.chunks(Tile::F4, 512, 21, values), vec![0..14, 14..21]);
+        assert_eq!(plane.chunks(Tile::F4, 512, 14, values), vec![0..14]);
+        assert_eq!(plane.chunks(Tile::F4, 512, 3, 1), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
     fn conv_matches_the_definition() {
         let isas = isas();
         // (n, depth, rows, input, pad (top, left), pad (bottom, right))
@@ -1264,7 +1292,8 @@ mod tests {
                         );
                     }
                     let one_row = tile.positions() * (rows + depth) * plane.tiles(tile)[1];
-                    for chunk_values in [1, 2 * one_row] {
+                    // 4 rows per chunk: a case with 5 tile rows has a 1-row remainder, which joins the last chunk.
+                    for chunk_values in [1, 2 * one_row, 4 * one_row] {
                         let mut chunked = vec![f32::NAN; want.len() + 64];
                         assert!(wg.conv_in_chunks(tile, &x32, n, &plane, Some(&b32), &mut chunked, chunk_values));
                         assert!(
