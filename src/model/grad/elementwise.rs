@@ -39,10 +39,11 @@ fn int_op(op: Arith, a: i64, b: i64) -> OpResult<i64> {
 /// broadcasts, which take ndarray's Zip.
 fn zip_slices<T: Elem>(shape: &[usize], a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> T) -> Option<ArrayD<T>> {
     let (xs, ys) = (a.as_slice()?, b.as_slice()?);
-    let mut out = vec![T::zero(); shape.iter().product()];
     if a.shape() == shape && b.shape() == shape {
-        vmath::zip_into(&mut out, xs, ys, f);
-    } else if a.shape() == shape && repeats_along(b.shape(), shape) {
+        return ArrayD::from_shape_vec(IxDyn(shape), vmath::zip(xs, ys, f)).ok();
+    }
+    let mut out = vec![T::zero(); shape.iter().product()];
+    if a.shape() == shape && repeats_along(b.shape(), shape) {
         match ys {
             [y] => vmath::map_into(&mut out, xs, |x| f(x, *y)),
             _ => out
