@@ -16,12 +16,17 @@ use cli::{Cli, Command};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// glibc returns a freed block of more than a few MiB to the kernel, and the
-/// next step's activation of the same size faults its pages in again (zeroed
-/// by the kernel, behind a lock that both workers contend for). mimalloc keeps
-/// them per thread: on ResNet-18 at batch 4 and 2 threads this took the run
-/// from 845,000 page faults to 300,000–400,000 (most of them the first
-/// touch of its ~1 GB) and from 2.6 to 3.6–4.0 images/s.
+/// Every forward and backward pass allocates its tensors and frees them
+/// again. glibc hands freed blocks of more than a few MiB back to the
+/// kernel (the worker threads' arenas trim their heaps, even with the
+/// thresholds raised by `mallopt`, which the engine did up to the eleventh
+/// pass), and the next step's tensor of the same size faults its pages in
+/// again, zeroed by the kernel behind a lock both workers contend for.
+/// mimalloc keeps freed memory per thread for the next request: on
+/// ResNet-18 at batch 4 and 2 threads the run went from 845,000 page faults
+/// to 300,000–400,000 (most of them the first touch of its ~1 GB) and from
+/// 2.6 to 3.6–4.0 images/s. The choice is the binary's: the library sets
+/// no process-wide allocator behaviour.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -87,30 +87,6 @@ fn to_value<T: Elem>(t: &TensorData) -> Value<T> {
     }
 }
 
-/// Every forward and backward pass allocates its tensors and frees them
-/// again. glibc's defaults hand freed memory above 128 KiB back to the OS
-/// (mmap/munmap, and trimming the top of a thread's heap), so each pass
-/// page-faulted its larger tensors in afresh: a fifth of a CT model's
-/// gradient time went to the kernel zeroing pages (perf). Raising both
-/// thresholds once per process keeps that memory in the allocator, at the
-/// price of a somewhat higher resident peak (freed memory is kept for
-/// reuse: 37 → 63 MiB for a 1,000-image PGD run of pneumonia_resnet at
-/// batch 16, unchanged at batch 1).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: mallopt only changes allocator parameters; 32 MiB is
-            // glibc's largest accepted mmap threshold on 64-bit targets.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-            }
-        });
-    }
-}
-
 /// W′ and b′ for folding BatchNormalization `bn` (inputs `inputs`, outputs
 /// `outputs`) into `conv`, the Conv whose output only it reads: the BN is
 /// y = k_c·z + s_c per channel of z = W∗x + b, so y = (k_c·W_c)∗x + (k_c·b_c + s_c).
@@ -355,7 +331,6 @@ impl<T: Elem> Engine<T> {
         for (i, v) in consts {
             const_vec[i] = Some(v);
         }
-        keep_freed_memory();
         let engine = Engine {
             names,
             kinds: kind_vec,
