@@ -129,9 +129,9 @@ impl Plane {
     }
 
     /// The chunks of the `units` tile rows (one image's row of tiles
-    /// each), of about `values` values of V and M each for `channels` = in
-    /// + out channels. Every chunk reads all of U (α² matrices of out × in
-    /// channels) once more, and a product's speed falls with its columns,
+    /// each), of about `values` values of V and M each for `channels`
+    /// input and output channels together. Every chunk reads all of U (α²
+    /// matrices of out × in channels) once more, and a product's speed falls with its columns,
     /// so a remainder of less than half a chunk joins the last one: on
     /// ResNet-18's 14×14 planes at batch 4 a chunk of 14 tile rows and one
     /// of 2 became one of 16, and the 2-row chunk's products (8 columns)
@@ -1221,16 +1221,6 @@ mod tests {
         a.iter().map(|&v| v as f32).collect()
     }
 
-    /// Both tile sizes against the definition in f64 over odd and even
-    /// output sizes, a row of more than 16 tiles (two vector steps, the
-    /// second partial), rows of 16 < width < 32 (the second half of an
-    /// output store is partial), F(4×4) rows of 1–7 tiles (several tile rows
-    /// per vector, two-vector loads), of 8 (two rows per vector, the
-    /// five-vector split) and of 9, 10 and 18, pads 0–2 on either side
-    /// (pad_end shows as the output size), channel counts off the 8/12-row
-    /// panels, and small chunks that split images and tile rows — which
-    /// must give bit-identical results to one chunk, and every instruction
-    /// set bit-identical results to the first.
     #[test]
     fn a_remainder_of_less_than_half_a_chunk_joins_the_last_one() {
         // ResNet-18's 14×14 planes in F(4×4): 4 tiles per row, 36 positions; 14 rows fit the budget.
@@ -1243,6 +1233,16 @@ mod tests {
         assert_eq!(plane.chunks(Tile::F4, 512, 3, 1), vec![0..1, 1..2, 2..3]);
     }
 
+    /// Both tile sizes against the definition in f64 over odd and even
+    /// output sizes, a row of more than 16 tiles (two vector steps, the
+    /// second partial), rows of 16 < width < 32 (the second half of an
+    /// output store is partial), F(4×4) rows of 1–7 tiles (several tile rows
+    /// per vector, two-vector loads), of 8 (two rows per vector, the
+    /// five-vector split) and of 9, 10 and 18, pads 0–2 on either side
+    /// (pad_end shows as the output size), channel counts off the 8/12-row
+    /// panels, and small chunks that split images and tile rows — which
+    /// must give bit-identical results to one chunk, and every instruction
+    /// set bit-identical results to the first.
     #[test]
     fn conv_matches_the_definition() {
         let isas = isas();
