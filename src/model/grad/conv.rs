@@ -12,7 +12,7 @@
 //! extra loop levels cost nothing for 2-D inputs. It does not own ConvTranspose
 //! or QLinearConv.
 
-use super::im2col::{col2im, im2col};
+use super::im2col::{col2im, col2im_onto, im2col};
 use super::panel::{PackedRows, as_f32, as_f32_mut, avx512};
 use super::value::{finput, with_scratch};
 use super::winograd::{Plane, Winograd};
@@ -21,6 +21,7 @@ use crate::model::graph::{Attr, Node};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
 use std::borrow::Cow;
+use std::ops::Range;
 
 // ---------------------------------------------------------------------------
 // Attribute parsing and window geometry, shared with pool.rs.
@@ -352,6 +353,31 @@ impl Geom {
         Some(a)
     }
 
+    /// Output rows `rows` of a 2-D geometry as a geometry of their own, over
+    /// the input rows it reads (returned; the caller copies them out): its
+    /// output row o is this one's row rows.start + o, reading the same input
+    /// values or the same padding. `None` unless 2-D, or where the band
+    /// would read no input row (padding at least as tall as the window).
+    fn band(&self, rows: Range<usize>) -> Option<(Geom, Range<usize>)> {
+        if self.input[0] != 1 || self.out[0] != 1 || rows.is_empty() || rows.end > self.out[1] {
+            return None;
+        }
+        let (s, pb) = (self.stride[1] as isize, self.pad_begin[1] as isize);
+        let extent = (self.dil[1] * (self.kernel[1] - 1) + 1) as isize;
+        let first = rows.start as isize * s - pb;
+        let end = (rows.end as isize - 1) * s - pb + extent;
+        let (lo, hi) = (first.max(0), end.min(self.input[1] as isize));
+        if hi <= lo {
+            return None;
+        }
+        let mut g = self.clone();
+        g.input[1] = (hi - lo) as usize;
+        g.pad_begin[1] = (lo - first) as usize;
+        g.pad_end[1] = (end - hi) as usize;
+        g.out[1] = rows.len();
+        Some((g, lo as usize..hi as usize))
+    }
+
     fn is_pointwise(&self) -> bool {
         self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
     }
@@ -614,7 +640,7 @@ impl<T: Elem> Op<T> for Conv {
         if self.depthwise(&d) {
             depthwise_forward(&xs, &ws, bs.as_deref(), &d, &mut y);
         } else if !winograd.is_some_and(|(wg, plane)| wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)) {
-            gemm_forward(&xs, &ws, bs.as_deref(), &d, self.panels.as_ref(), &mut y)?;
+            gemm_forward(&xs, &ws, bs.as_deref(), &d, self.panels.as_ref(), &mut y, BAND_VALUES)?;
         }
         Ok(vec![Value::F(array(&d.out_shape(), y)?)])
     }
@@ -642,7 +668,8 @@ impl<T: Elem> Op<T> for Conv {
             if self.depthwise(&d) {
                 depthwise_backward(&xs, &ws, &dy, &d, dx.as_deref_mut(), dw.as_deref_mut());
             } else {
-                gemm_backward(&xs, &ws, &dy, &d, self.panels.as_ref(), dx.as_deref_mut(), dw.as_deref_mut())?;
+                let (dx, dw) = (dx.as_deref_mut(), dw.as_deref_mut());
+                gemm_backward(&xs, &ws, &dy, &d, self.panels.as_ref(), dx, dw, BAND_VALUES)?;
             }
         }
         // y[n, m, p] = b[m] + …, so ∂L/∂b[m] = Σ_{n,p} dY[n, m, p].
@@ -671,9 +698,56 @@ impl<T: Elem> Op<T> for Conv {
     }
 }
 
+/// Column-matrix values per band of output rows (512 KiB) where a product
+/// runs in bands (see [`bands`]): the whole matrix of a large image's first
+/// convolution (ResNet-18's is 147 × 12,544 per image, 7.4 MB) went
+/// through memory, 147 rows 50 KB apart for every 32 columns of the
+/// product, and so did ∂L/∂col in the backward pass; a band's stay in L2.
+/// ResNet-18's first convolution, forward and backward: 0.55 → 0.41 s per
+/// 80 image-steps; bands of 2 MiB were half as good, 256 KiB the same.
+const BAND_VALUES: usize = 1 << 17;
+
+/// Output rows `rows` of a convolution as a convolution of their own (see
+/// [`Geom::band`]) over the input rows `input_rows`.
+struct Band {
+    geom: Geom,
+    taps: Taps,
+    rows: Range<usize>,
+    input_rows: Range<usize>,
+}
+
+/// The bands of about `band_values` column-matrix values that a 2-D,
+/// ungrouped, not pointwise convolution with `ck` matrix rows runs in,
+/// when its whole matrix would hold more than twice that; `None` otherwise.
+fn bands(g: &Geom, ck: usize, group: usize, band_values: usize) -> Option<Vec<Band>> {
+    if g.is_pointwise() || group != 1 || ck * g.out_len() <= 2 * band_values {
+        return None;
+    }
+    let [_, out_h, out_w] = g.out;
+    let per_band = (band_values / (ck * out_w).max(1)).max(1);
+    (0..out_h)
+        .step_by(per_band)
+        .map(|r0| {
+            let rows = r0..(r0 + per_band).min(out_h);
+            let (geom, input_rows) = g.band(rows.clone())?;
+            Some(Band { taps: Taps::new(&geom), geom, rows, input_rows })
+        })
+        .collect()
+}
+
+/// Scratch for the bands: the largest band's column matrix, then its input rows.
+fn band_scratch(bands: &[Band], ck: usize, cg: usize, in_w: usize) -> (usize, usize) {
+    bands.iter().fold((0, 0), |(c, r), b| (c.max(ck * b.geom.out_len()), r.max(cg * b.input_rows.len() * in_w)))
+}
+
 /// Y[n, g] = W[g] · col(X[n, g]) + b, with W[g] as [M/g, C/g·k] and col as
 /// [C/g·k, out]. Pointwise convolutions (1×1, stride 1, no padding) use X
-/// itself as the column matrix. `panels`, when given, hold W packed.
+/// itself as the column matrix. `panels`, when given, hold W packed; then,
+/// where [`bands`] says so, the product runs in bands of about
+/// `band_values` column-matrix values (`BAND_VALUES`; tests take others).
+/// A band is its own convolution over a copy of the input rows it reads,
+/// and its product writes its columns of Y (`PackedRows::mul_strided`):
+/// every output is the same sum in the same order, so banding changes no bit.
 fn gemm_forward<T: Elem>(
     x: &[T],
     w: &[T],
@@ -681,14 +755,24 @@ fn gemm_forward<T: Elem>(
     d: &Dims,
     panels: Option<&ConvPanels>,
     y: &mut [T],
+    band_values: usize,
 ) -> OpResult<()> {
     let g = &d.geom;
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
     let pointwise = g.is_pointwise();
+    let (out_w, in_w) = (g.out[2], g.input[2]);
+    let packed_forward = |gi: usize| panels.and_then(|w| ConvPanels::get(&w.forward, gi, mg, ck));
+    let bands = packed_forward(0).and_then(|_| bands(g, ck, d.group, band_values));
+    let (col_len, rows_len) = match &bands {
+        Some(bands) => band_scratch(bands, ck, cg, in_w),
+        None if pointwise => (0, 0),
+        None => (ck * p, 0),
+    };
     let taps = Taps::new(g);
-    // The column matrix lives in the worker's reused scratch: im2col writes
-    // every entry, so it needs no clearing.
-    with_scratch(if pointwise { 0 } else { ck * p }, |col: &mut [T]| {
+    // The column matrix (and a band's input rows) live in the worker's
+    // reused scratch: im2col and the copy write every entry later read.
+    with_scratch(col_len + rows_len, |scratch: &mut [T]| {
+        let (col, x_rows) = scratch.split_at_mut(col_len);
         for ni in 0..d.n {
             for gi in 0..d.group {
                 let xg = &x[(ni * d.c + gi * cg) * in_len..][..cg * in_len];
@@ -698,13 +782,29 @@ fn gemm_forward<T: Elem>(
                         row.fill(bm);
                     }
                 }
+                let packed = packed_forward(gi);
+                if let (Some(bands), Some(packed)) = (&bands, packed) {
+                    for band in bands {
+                        let band_in = band.input_rows.len() * in_w;
+                        for (c, dst) in x_rows.chunks_exact_mut(band_in).take(cg).enumerate() {
+                            dst.copy_from_slice(&xg[c * in_len + band.input_rows.start * in_w..][..band_in]);
+                        }
+                        let n_band = band.geom.out_len();
+                        let cols = &mut col[..ck * n_band];
+                        im2col(&x_rows[..cg * band_in], cg, &band.geom, &band.taps, cols);
+                        let y_band = &mut yg[band.rows.start * out_w..];
+                        if !packed.mul_strided(cols, n_band, n_band, y_band, p, b.is_some()) {
+                            op_bail!("the packed product declined a band of {} output rows", band.rows.len());
+                        }
+                    }
+                    continue;
+                }
                 let cols: &[T] = if pointwise {
                     xg
                 } else {
                     im2col(xg, cg, g, &taps, col);
                     col
                 };
-                let packed = panels.and_then(|w| ConvPanels::get(&w.forward, gi, mg, ck));
                 if !packed.is_some_and(|w| w.mul(cols, p, yg, b.is_some())) {
                     let wv = view(&w[gi * mg * ck..], mg, ck)?;
                     let beta = if b.is_some() { T::one() } else { T::zero() };
@@ -718,7 +818,9 @@ fn gemm_forward<T: Elem>(
 
 /// Adjoints of [`gemm_forward`], per sample n and group g:
 /// Y = W·col  ⇒  ∂L/∂col = Wᵀ·dY (then col2im scatters it back to X, the
-/// adjoint of the gather im2col did), and ∂L/∂W = Σ_n dY·colᵀ.
+/// adjoint of the gather im2col did), and ∂L/∂W = Σ_n dY·colᵀ. ∂L/∂X by
+/// the transposed product runs in the forward pass's bands (`band_values`).
+#[allow(clippy::too_many_arguments)]
 fn gemm_backward<T: Elem>(
     x: &[T],
     w: &[T],
@@ -727,6 +829,7 @@ fn gemm_backward<T: Elem>(
     panels: Option<&ConvPanels>,
     mut dx: Option<&mut [T]>,
     mut dw: Option<&mut [T]>,
+    band_values: usize,
 ) -> OpResult<()> {
     let g = &d.geom;
     let (cg, mg, ck, p, in_len) = (d.cg(), d.mg(), d.ck(), g.out_len(), g.in_len());
@@ -755,10 +858,25 @@ fn gemm_backward<T: Elem>(
         (ga, taps)
     });
     let kk = g.kernel_len();
+    let (out_w, in_w) = (g.out[2], g.input[2]);
+    let packed_transposed = |gi: usize| panels.and_then(|w| ConvPanels::get(&w.transposed, gi, ck, mg));
+    // Wᵀ·dY and col2im in bands of output rows, as the forward pass runs
+    // (only for ∂L/∂X by the transposed product: the weight gradient's
+    // im2col wants the whole matrix).
+    let bands = match (&dx, &dw, &adjoint) {
+        (Some(_), None, None) => packed_transposed(0).and_then(|_| bands(g, ck, d.group, band_values)),
+        _ => None,
+    };
     // Scratch for Wᵀ·dY (overwritten by the GEMM, β = 0) or for im2col (every
-    // entry written): neither reads what an earlier call left.
-    let scratch = if pointwise { 0 } else { (ck * p).max(if adjoint.is_some() { mg * kk * in_len } else { 0 }) };
-    with_scratch(scratch, |buf: &mut [T]| {
+    // entry written), and a band's rows of dX (copied in before they are
+    // read): none reads what an earlier call left.
+    let (col_len, rows_len) = match &bands {
+        Some(bands) => band_scratch(bands, ck, cg, in_w),
+        None if pointwise => (0, 0),
+        None => ((ck * p).max(if adjoint.is_some() { mg * kk * in_len } else { 0 }), 0),
+    };
+    with_scratch(col_len + rows_len, |scratch: &mut [T]| {
+        let (buf, dx_rows) = scratch.split_at_mut(col_len);
         for ni in 0..d.n {
             for gi in 0..d.group {
                 let x_at = (ni * d.c + gi * cg) * in_len;
@@ -777,7 +895,35 @@ fn gemm_backward<T: Elem>(
                         }
                         _ => false,
                     };
-                    if !as_convolution {
+                    let banded = match (&bands, packed_transposed(gi)) {
+                        (Some(bands), Some(wt)) if !as_convolution => Some((bands, wt)),
+                        _ => None,
+                    };
+                    if let Some((bands, wt)) = banded {
+                        // Last band first. An input row two bands share gets
+                        // the later band's taps first, which are the lower
+                        // kernel rows (output row o reads input row
+                        // o·s − p + j·d, so a later o means a lower j there);
+                        // the whole col2im adds kernel rows in order too, so
+                        // every element gets the same adds in the same order.
+                        for band in bands.iter().rev() {
+                            let n_band = band.geom.out_len();
+                            let dcol = &mut buf[..ck * n_band];
+                            if !wt.mul_strided(&dyg[band.rows.start * out_w..], p, n_band, dcol, n_band, false) {
+                                op_bail!("the packed product declined a band of {} output rows", band.rows.len());
+                            }
+                            let band_in = band.input_rows.len() * in_w;
+                            let rows = &mut dx_rows[..cg * band_in];
+                            let at = |c: usize| c * in_len + band.input_rows.start * in_w;
+                            for (c, r) in rows.chunks_exact_mut(band_in).enumerate() {
+                                r.copy_from_slice(&dxg[at(c)..][..band_in]);
+                            }
+                            col2im_onto(dcol, cg, &band.geom, &band.taps, rows);
+                            for (c, r) in rows.chunks_exact(band_in).enumerate() {
+                                dxg[at(c)..][..band_in].copy_from_slice(r);
+                            }
+                        }
+                    } else if !as_convolution {
                         let dcol: &mut [T] = if pointwise { dxg } else { &mut buf[..ck * p] };
                         let packed = panels.and_then(|w| ConvPanels::get(&w.transposed, gi, ck, mg));
                         if !packed.is_some_and(|wt| wt.mul(dyg, p, dcol, false)) {
@@ -1425,6 +1571,59 @@ mod tests {
         }
         if !avx512 {
             eprintln!("this CPU has no AVX-512F: the packed path was not taken, only the general one was checked");
+        }
+    }
+
+    /// Banded products (see `gemm_forward` and `gemm_backward`) give the
+    /// whole matrix's bits, forward and ∂L/∂X, with bands of one row, of a
+    /// few rows with a short last band, and of windows that reach into the
+    /// top or bottom padding, overlap (stride < kernel) or leave gaps.
+    #[test]
+    fn banded_products_give_the_whole_products_bits() {
+        let cases = [
+            (vec![("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))], [2, 3, 30, 26], [8, 3, 7, 7]),
+            (vec![("strides", ints(&[2, 1])), ("pads", ints(&[2, 0, 1, 2]))], [1, 5, 17, 11], [9, 5, 3, 3]),
+            (vec![("dilations", ints(&[2, 2])), ("pads", ints(&[0, 1, 4, 1]))], [1, 4, 13, 9], [12, 4, 3, 3]),
+            (vec![("strides", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))], [1, 2, 20, 8], [8, 2, 2, 2]),
+        ];
+        for (k, (attrs, xs, ws)) in cases.into_iter().enumerate() {
+            let n = node("Conv", &attrs);
+            let f32s = |a: ArrayD<f64>| a.mapv(|v| v as f32).into_raw_vec_and_offset().0;
+            let x = f32s(uniform(&xs, 3 + k as u64, -1.0, 1.0));
+            let w = uniform(&ws, 4 + k as u64, -0.3, 0.3).mapv(|v| v as f32);
+            let b = f32s(uniform(&[ws[0]], 5, -0.5, 0.5));
+            let mut op = Conv { win: Window::parse(&n).unwrap(), group: 1, depthwise_fast: true, panels: None };
+            Op::<f32>::prepare(&mut op, &[None, Some(&Value::F(w.clone())), None]);
+            let Some(panels) = op.panels.as_ref() else {
+                eprintln!("this CPU has no packed kernel: nothing is banded, nothing to compare");
+                return;
+            };
+            let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
+            let w = w.into_raw_vec_and_offset().0;
+            let run = |bias: Option<&[f32]>, band_values: usize| {
+                let mut y = vec![f32::NAN; d.n * d.m * d.geom.out_len()];
+                gemm_forward(&x, &w, bias, &d, Some(panels), &mut y, band_values).unwrap();
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let dy = f32s(uniform(&[d.n, d.m, d.geom.out[1], d.geom.out[2]], 6 + k as u64, -1.0, 1.0));
+            let input_gradient = |band_values: usize| {
+                let mut dx = vec![0.0f32; x.len()];
+                gemm_backward(&x, &w, &dy, &d, Some(panels), Some(&mut dx), None, band_values).unwrap();
+                dx.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let row_values = d.ck() * d.geom.out[2];
+            let (whole, whole_dx) = (run(Some(&b), usize::MAX / 4), input_gradient(usize::MAX / 4));
+            let whole_unbiased = run(None, usize::MAX / 4);
+            for rows in [1, 2, 3] {
+                let band_values = rows * row_values;
+                assert!(d.ck() * d.geom.out_len() > 2 * band_values, "case {k}: {rows}-row bands are taken");
+                assert!(run(Some(&b), band_values) == whole, "case {k}: forward, bands of {rows} rows");
+                assert!(
+                    run(None, band_values) == whole_unbiased,
+                    "case {k}: forward without bias, bands of {rows} rows"
+                );
+                assert!(input_gradient(band_values) == whole_dx, "case {k}: ∂L/∂X, bands of {rows} rows");
+            }
         }
     }
 

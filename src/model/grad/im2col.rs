@@ -79,6 +79,17 @@ pub(super) fn im2col<T: Elem>(x: &[T], channels: usize, g: &Geom, taps: &Taps, c
 /// `col` is scratch: in the contiguous case (see [`im2col`]) its padding
 /// entries are zeroed so that a whole plane's run can be added at once.
 pub(super) fn col2im<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
+    col2im_adding(col, channels, g, taps, dx, true);
+}
+
+/// [`col2im`] onto a `dx` that need not be zeros: every entry is read back
+/// and added to, the same adds in the same order per element. A banded
+/// backward pass (`conv.rs`) adds band after band onto the rows they share.
+pub(super) fn col2im_onto<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T]) {
+    col2im_adding(col, channels, g, taps, dx, false);
+}
+
+fn col2im_adding<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &Taps, dx: &mut [T], zeroed: bool) {
     let (in_len, out_len) = (g.in_len(), g.out_len());
     let [_, in_h, in_w] = g.input;
     let [_, out_h, out_w] = g.out;
@@ -91,7 +102,8 @@ pub(super) fn col2im<T: Elem>(col: &mut [T], channels: usize, g: &Geom, taps: &T
     // every input row and column; a 1-wide kernel at stride 2 reaches only
     // every other one of each, which the row-by-row loop skips (the 1×1
     // stride-2 shortcuts of a ResNet: ∂L/∂x a third faster that way).
-    let spread = (vector_planes(g) && g.kernel[2] > 1).then(|| Spread::new(g, width_taps, depth_taps.len() == 1));
+    let spread =
+        (vector_planes(g) && g.kernel[2] > 1).then(|| Spread::new(g, width_taps, zeroed && depth_taps.len() == 1));
     // The rows of one (channel, depth tap): one per (height, width) tap.
     let mut groups = col.chunks_exact_mut(out_len * height_taps.len() * width_taps.len());
     for dxc in dx.chunks_exact_mut(in_len).take(channels) {

@@ -120,8 +120,23 @@ impl PackedRows {
     /// row-major m×n matrix. Returns false, touching nothing, when `T` is not
     /// f32 or the slices are shorter than those shapes.
     pub fn mul<T: Elem>(&self, b: &[T], n: usize, c: &mut [T], accumulate: bool) -> bool {
+        self.mul_strided(b, n, n, c, n, accumulate)
+    }
+
+    /// [`PackedRows::mul`] with B's rows `ldb` ≥ n and C's rows `ldc` ≥ n
+    /// apart: B and C are the first n columns of wider row-major matrices
+    /// (a band of columns of a wider product).
+    pub fn mul_strided<T: Elem>(
+        &self,
+        b: &[T],
+        ldb: usize,
+        n: usize,
+        c: &mut [T],
+        ldc: usize,
+        accumulate: bool,
+    ) -> bool {
         let (Some(b), Some(c)) = (as_f32(b), as_f32_mut(c)) else { return false };
-        if b.len() < self.k * n || c.len() < self.m * n {
+        if ldb < n || ldc < n || b.len() < (self.k - 1) * ldb + n || c.len() < (self.m - 1) * ldc + n {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
@@ -130,15 +145,15 @@ impl PackedRows {
             // CPU has; the slice lengths were checked above.
             unsafe {
                 match self.isa {
-                    Isa::Avx512 => self.mul_avx512(b, n, c, accumulate),
-                    Isa::Avx2 => self.mul_avx2(b, n, c, accumulate),
+                    Isa::Avx512 => self.mul_avx512(b, ldb, n, c, ldc, accumulate),
+                    Isa::Avx2 => self.mul_avx2(b, ldb, n, c, ldc, accumulate),
                 }
             }
             true
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (b, c, accumulate);
+            let _ = (b, ldb, c, ldc, accumulate);
             false
         }
     }
@@ -147,23 +162,24 @@ impl PackedRows {
     /// As [`PackedRows::mul_with`], on AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn mul_avx512(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
-        unsafe { self.mul_with::<F32x16>(b, n, c, accumulate) }
+    unsafe fn mul_avx512(&self, b: &[f32], ldb: usize, n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        unsafe { self.mul_with::<F32x16>(b, ldb, n, c, ldc, accumulate) }
     }
 
     /// # Safety
     /// As [`PackedRows::mul_with`], on AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn mul_avx2(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
-        unsafe { self.mul_with::<F32x8>(b, n, c, accumulate) }
+    unsafe fn mul_avx2(&self, b: &[f32], ldb: usize, n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        unsafe { self.mul_with::<F32x8>(b, ldb, n, c, ldc, accumulate) }
     }
 
     /// # Safety
-    /// `L`'s instruction set is available, `b.len() ≥ k·n` and `c.len() ≥ m·n`.
+    /// `L`'s instruction set is available, `ldb ≥ n`, `ldc ≥ n`,
+    /// `b.len() ≥ (k − 1)·ldb + n` and `c.len() ≥ (m − 1)·ldc + n`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn mul_with<L: Lanes>(&self, b: &[f32], n: usize, c: &mut [f32], accumulate: bool) {
+    unsafe fn mul_with<L: Lanes>(&self, b: &[f32], ldb: usize, n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
         let (m, k, mr) = (self.m, self.k, self.mr);
         let padded = m.div_ceil(mr) * mr;
         let nr = 2 * L::N;
@@ -179,9 +195,9 @@ impl PackedRows {
                 let masks = unsafe { [L::first(width), L::first(width.saturating_sub(L::N))] };
                 // B[p0.., j..j + width] as depth rows of nr, zero-padded on the right.
                 let block = &mut buffer[..depth * nr];
-                for (dst, src) in block.chunks_exact_mut(nr).zip(b[p0 * n + j..].chunks(n)) {
-                    // SAFETY: `src` holds at least `width` values (the rows
-                    // of B are n ≥ j + width long), and only those lanes are
+                for (dst, src) in block.chunks_exact_mut(nr).zip(b[p0 * ldb + j..].chunks(ldb)) {
+                    // SAFETY: `src` holds at least `width` values (each row
+                    // has n ≥ j + width columns), and only those lanes are
                     // loaded (the second half's address may lie past a short
                     // last row: wrapping_add); `dst` holds nr. Two masked
                     // moves instead of memcpy + memset calls, which cost
@@ -205,8 +221,8 @@ impl PackedRows {
                         a: &self.panels[p0 * padded + panel * depth * mr..][..(1 + pair as usize) * depth * mr],
                         b: block,
                         depth,
-                        c: &mut c[panel * mr * n + j..],
-                        ldc: n,
+                        c: &mut c[panel * mr * ldc + j..],
+                        ldc,
                         rows: (m - panel * mr).min((1 + pair as usize) * mr),
                         width,
                         masks,
@@ -215,7 +231,7 @@ impl PackedRows {
                     // SAFETY: L's instruction set is available; `block` holds
                     // depth ≤ KC rows of nr; the panels of a depth block are
                     // adjacent, so `a` holds depth·mr values per panel of the
-                    // call; c has `rows` rows of stride n from column j,
+                    // call; c has `rows` rows of stride ldc from column j,
                     // width ≤ n − j of them valid.
                     unsafe {
                         match (mr, narrow, pair) {
@@ -408,6 +424,42 @@ mod tests {
                         c = Array2::from_shape_vec((m, n), slice).expect("m·n values");
                         let want = reference(&a, &b, accumulate.then_some(&c0)).mapv(|v| v as f32);
                         assert_eq!(c, want, "{isa:?} m {m} n {n} k {k} accumulate {accumulate}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product of n columns of a wider B into n columns of a wider C
+    /// writes what `mul` writes into an m×n C, bit for bit, and no other
+    /// entry of C.
+    #[test]
+    fn a_band_of_wider_matrices_gets_the_same_bits_and_nothing_else() {
+        for isa in isas() {
+            for &(m, k, n, ldc, j0) in
+                &[(13, 40, 33, 70, 5), (24, 300, 16, 16, 0), (8, 7, 1, 9, 8), (37, 257, 49, 100, 51)]
+            {
+                let (a, b) = (ints(m, k, 1), ints(k, n, 2));
+                let b = b.as_slice().expect("standard layout");
+                let packed = PackedRows::pack_for(isa, a.view()).expect("f32");
+                let mut alone = vec![f32::NAN; m * n];
+                assert!(packed.mul(b, n, &mut alone, false));
+                let untouched = -7.5f32;
+                let mut wide = vec![untouched; m * ldc];
+                // B's n columns from column 3 of a k × (n + 5) matrix.
+                let b_wide: Vec<f32> = b
+                    .chunks_exact(n)
+                    .flat_map(|r| [9.0; 3].into_iter().chain(r.iter().copied()).chain([9.0; 2]))
+                    .collect();
+                assert!(packed.mul_strided(&b_wide[3..], n + 5, n, &mut wide[j0..], ldc, false));
+                for (r, row) in wide.chunks_exact(ldc).enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        let want = if (j0..j0 + n).contains(&j) { alone[r * n + j - j0] } else { untouched };
+                        assert_eq!(
+                            v.to_bits(),
+                            want.to_bits(),
+                            "{isa:?} m {m} k {k} n {n} ldc {ldc} row {r} column {j}"
+                        );
                     }
                 }
             }
