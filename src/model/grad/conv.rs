@@ -716,6 +716,19 @@ struct Band {
     input_rows: Range<usize>,
 }
 
+impl Band {
+    /// Where the band's input rows lie in each of `channels` planes of
+    /// `in_len` values, rows `in_w` long: one range per channel, each
+    /// `input_rows.len() · in_w` values (the band's own input planes).
+    fn input_ranges(&self, channels: usize, in_len: usize, in_w: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        let len = self.input_rows.len() * in_w;
+        (0..channels).map(move |c| {
+            let start = c * in_len + self.input_rows.start * in_w;
+            start..start + len
+        })
+    }
+}
+
 /// The bands of about `band_values` column-matrix values that a 2-D,
 /// ungrouped, not pointwise convolution with `ck` matrix rows runs in,
 /// when its whole matrix would hold more than twice that; `None` otherwise.
@@ -786,8 +799,8 @@ fn gemm_forward<T: Elem>(
                 if let (Some(bands), Some(packed)) = (&bands, packed) {
                     for band in bands {
                         let band_in = band.input_rows.len() * in_w;
-                        for (c, dst) in x_rows.chunks_exact_mut(band_in).take(cg).enumerate() {
-                            dst.copy_from_slice(&xg[c * in_len + band.input_rows.start * in_w..][..band_in]);
+                        for (dst, src) in x_rows.chunks_exact_mut(band_in).zip(band.input_ranges(cg, in_len, in_w)) {
+                            dst.copy_from_slice(&xg[src]);
                         }
                         let n_band = band.geom.out_len();
                         let cols = &mut col[..ck * n_band];
@@ -914,19 +927,17 @@ fn gemm_backward<T: Elem>(
                             }
                             let band_in = band.input_rows.len() * in_w;
                             let rows = &mut dx_rows[..cg * band_in];
-                            let at = |c: usize| c * in_len + band.input_rows.start * in_w;
-                            for (c, r) in rows.chunks_exact_mut(band_in).enumerate() {
-                                r.copy_from_slice(&dxg[at(c)..][..band_in]);
+                            for (r, at) in rows.chunks_exact_mut(band_in).zip(band.input_ranges(cg, in_len, in_w)) {
+                                r.copy_from_slice(&dxg[at]);
                             }
                             col2im_onto(dcol, cg, &band.geom, &band.taps, rows);
-                            for (c, r) in rows.chunks_exact(band_in).enumerate() {
-                                dxg[at(c)..][..band_in].copy_from_slice(r);
+                            for (r, at) in rows.chunks_exact(band_in).zip(band.input_ranges(cg, in_len, in_w)) {
+                                dxg[at].copy_from_slice(r);
                             }
                         }
                     } else if !as_convolution {
                         let dcol: &mut [T] = if pointwise { dxg } else { &mut buf[..ck * p] };
-                        let packed = panels.and_then(|w| ConvPanels::get(&w.transposed, gi, ck, mg));
-                        if !packed.is_some_and(|wt| wt.mul(dyg, p, dcol, false)) {
+                        if !packed_transposed(gi).is_some_and(|wt| wt.mul(dyg, p, dcol, false)) {
                             general_mat_mul(T::one(), &wv.t(), &dyv, T::zero(), &mut view_mut(dcol, ck, p)?);
                         }
                         if !pointwise {
