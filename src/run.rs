@@ -207,7 +207,7 @@ impl Counted<'_> {
 impl Objective for Counted<'_> {
     fn logits(&self, x: &ArrayD<f32>) -> Result<Array2<f32>, Error> {
         self.count_forward(x)?;
-        // Called from inside a worker: sample by sample, no nested fan-out.
+        // Called from inside a worker: its own batch, no nested fan-out.
         self.model.verdict_logits(x)
     }
     fn loss_and_grad(&self, x: ArrayD<f32>, classes: &[usize], loss: Loss) -> Result<LossGrad<f32>, Error> {
@@ -839,8 +839,13 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             let classes: Vec<usize> = rows.iter().map(|&k| attack_classes[k]).collect();
             let mut rngs: Vec<_> = rows.iter().map(|&k| rng_for(a, eps, &ids[k])).collect();
             let adv = a.run(&objective, xs, &classes, &mut rngs, budget)?;
-            let logits = objective.logits(&adv)?;
-            let quantized = objective.logits(&quantize(&intensity, &adv, xs, budget.norm, budget.eps))?;
+            // Both verdicts in one pass (a row's logits do not depend on
+            // its batch): the adversarial images, then their rounding.
+            let quantized = quantize(&intensity, &adv, xs, budget.norm, budget.eps);
+            let both = ndarray::concatenate(Axis(0), &[adv.view(), quantized.view()])
+                .map_err(|e| AttackError::Batch { attack: a.name(), reason: e.to_string() })?;
+            let logits = objective.logits(&both)?;
+            let (logits, quantized) = logits.view().split_at(Axis(0), rows.len().min(logits.nrows()));
             Ok(logits
                 .outer_iter()
                 .zip(quantized.outer_iter())

@@ -52,7 +52,7 @@ fn every_sample_gets_its_own_logits_for_any_count_and_plan_batch() {
 }
 
 /// Verdicts on a model whose batch is fixed at 4 are tract's own (the
-/// engine runs one sample at a time, which such a model does not accept);
+/// engine runs the samples asked for, which such a model does not accept);
 /// on a symbolic or batch-1 model, the engine's where clear of a tie. Either
 /// way every sample gets its logits, for any count.
 #[test]

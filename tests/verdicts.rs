@@ -1,5 +1,5 @@
 //! Verdict logits (`Classifier::verdict_logits`): the gradient engine's
-//! forward pass, sample by sample, with every near-tie left to tract. What
+//! forward pass over the whole batch, with every near-tie left to tract. What
 //! must hold on every committed model, on clean and adversarial images:
 //! the argmax is tract's, a row is exactly the engine's or exactly tract's
 //! as the near-tie rule says, and a row does not depend on its batch.

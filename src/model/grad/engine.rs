@@ -402,32 +402,75 @@ impl<T: Elem> Engine<T> {
 
     /// Runs the path and shape-static nodes, keeping every value for the backward pass.
     pub fn forward(&self, x: ArrayD<T>) -> Result<Tape<T>, GradError> {
-        self.check_input(x.shape())?;
         let batch = x.shape().first().copied().unwrap_or(0);
+        let (values, saved) = self.evaluate(x, true)?;
+        let logits = self.logits_of(&values, batch)?;
+        Ok(Tape { values, saved, logits })
+    }
+
+    /// The logits alone: [`Engine::forward`] without a tape. Each value is
+    /// dropped after the last node that reads it and what an op saves for
+    /// its backward pass is dropped at once, so a pass holds a few layers'
+    /// activations instead of all of them (the verdicts of a run are such
+    /// passes). The same ops on the same values: the same bits as `forward`.
+    pub fn logits(&self, x: ArrayD<T>) -> Result<Array2<T>, GradError> {
+        let batch = x.shape().first().copied().unwrap_or(0);
+        let (values, _) = self.evaluate(x, false)?;
+        self.logits_of(&values, batch)
+    }
+
+    /// Every live node's outputs, and with `tape` what each saved for its
+    /// backward; without it, values no later node reads are dropped as it goes.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(&self, x: ArrayD<T>, tape: bool) -> Result<(Vec<Option<Value<T>>>, Vec<Option<Value<T>>>), GradError> {
+        self.check_input(x.shape())?;
         let mut values: Vec<Option<Value<T>>> = (0..self.names.len()).map(|_| None).collect();
         values[self.input] = Some(Value::F(x));
-        let mut saved = Vec::with_capacity(self.live.len());
-        for node in &self.live {
+        // The last live node that reads each value (the logits are kept).
+        let mut last_read: Vec<Option<usize>> = vec![None; self.names.len()];
+        if !tape {
+            for (at, node) in self.live.iter().enumerate() {
+                for &i in node.inputs.iter().flatten() {
+                    last_read[i] = Some(at);
+                }
+            }
+            last_read[self.logits] = None;
+        }
+        let mut saved = Vec::with_capacity(if tape { self.live.len() } else { 0 });
+        for (at, node) in self.live.iter().enumerate() {
             let mut outs = {
                 let args: Vec<Option<&Value<T>>> =
                     node.inputs.iter().map(|i| i.and_then(|i| self.value(&values, i))).collect();
                 node.op.forward(&args).map_err(|e| self.node_err(node, e.0))?
             };
-            saved.push(if node.op.saves_for_backward() { outs.pop() } else { None });
+            let kept = if node.op.saves_for_backward() { outs.pop() } else { None };
+            if tape {
+                saved.push(kept);
+            }
             for (o, v) in node.outputs.iter().zip(outs) {
                 values[*o] = Some(v);
             }
+            for &i in node.inputs.iter().flatten() {
+                if last_read[i] == Some(at) {
+                    values[i] = None;
+                }
+            }
         }
-        let logits = match self.value(&values, self.logits) {
+        Ok((values, saved))
+    }
+
+    /// The logits value of a pass, as [batch, classes].
+    fn logits_of(&self, values: &[Option<Value<T>>], batch: usize) -> Result<Array2<T>, GradError> {
+        let logits = match self.value(values, self.logits) {
             Some(Value::F(l)) => l,
             _ => return Err(GradError::Graph("the logits are not a floating-point tensor".into())),
         };
         let classes = logits.len() / batch.max(1);
-        let logits =
-            logits.as_standard_layout().into_owned().into_shape_with_order((batch, classes)).map_err(|_| {
-                GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape()))
-            })?;
-        Ok(Tape { values, saved, logits })
+        logits
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((batch, classes))
+            .map_err(|_| GradError::Graph(format!("logits of shape {:?} are not [batch, classes]", logits.shape())))
     }
 
     fn value<'a>(&'a self, values: &'a [Option<Value<T>>], id: usize) -> Option<&'a Value<T>> {
@@ -490,6 +533,33 @@ impl<T: Elem> Engine<T> {
 mod tests {
     use super::*;
     use crate::model::Classifier;
+
+    /// The tape-free pass runs the same ops on the same values as
+    /// `forward`, so its logits are the same bits, on every committed model
+    /// (pneumonia_resnet's skip connections read values several nodes
+    /// later); and it holds no value that a node reads once that node has run.
+    #[test]
+    fn logits_without_a_tape_are_the_forward_bits_and_hold_no_read_value() {
+        for name in ["pneumonia_cnn", "pneumonia_resnet", "pneumonia_mixed_ops", "ct_nodule_cnn"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
+            let model = Classifier::load(&path).unwrap();
+            let engine = Engine::<f32>::build(model.graph(), true).unwrap();
+            let mut shape = vec![3];
+            shape.extend_from_slice(model.sample_shape());
+            let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
+                ((0..shape.len()).map(|i| (i + 2) * d[i]).sum::<usize>() % 13) as f32 / 13.0
+            });
+            let bits = |z: &Array2<f32>| z.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let taped = engine.forward(x.clone()).unwrap();
+            assert_eq!(bits(&engine.logits(x.clone()).unwrap()), bits(taped.logits()), "{name}");
+            let (values, saved) = engine.evaluate(x, false).unwrap();
+            assert!(saved.is_empty(), "{name}");
+            for &i in engine.live.iter().flat_map(|n| n.inputs.iter().flatten()) {
+                assert!(values[i].is_none() || i == engine.logits, "{name}: {} is still held", engine.names[i]);
+            }
+            assert!(values[engine.logits].is_some(), "{name}");
+        }
+    }
 
     /// pneumonia_resnet keeps its nine BatchNormalization nodes, each reading
     /// a Conv's output alone: all nine fold, the reported path still lists
