@@ -8,6 +8,7 @@ use super::vmath;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
 use crate::model::graph::Node;
 use ndarray::{ArrayD, Axis, Zip};
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 /// y = f(x) elementwise; `d(x, y)` is f'(x), given both x and y so rules
@@ -76,8 +77,28 @@ fn step<T: Elem>(c: bool) -> T {
 }
 
 pub fn build_relu<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
-    // y = max(x, 0); y' = 1 for x > 0, else 0 (0 at x = 0, as PyTorch).
-    unary(|x: T| x.max(T::zero()), |x: T, _| step(x > T::zero()))
+    unary(relu, |x: T, _| step(x > T::zero()))
+}
+
+/// y = max(x, 0); y' = 1 for x > 0, else 0 (0 at x = 0, as PyTorch). A NaN
+/// gives 0 (`max` returns the other operand).
+pub(super) fn relu<T: Elem>(x: T) -> T {
+    x.max(T::zero())
+}
+
+/// The output gradient an op's own rule starts from: `ctx.dout`, or with a
+/// ReLU absorbed (see [`super::Op::absorb_relu`]) ∂L/∂x of the node's
+/// output y = relu(x), from y alone: y > 0 exactly where x > 0 (a NaN x
+/// gives y = 0), so this is the Relu op's rule, bit for bit.
+pub(super) fn dout_through<'a, T: Elem>(ctx: &Backward<'a, T>, relu: bool) -> OpResult<Cow<'a, ArrayD<T>>> {
+    if !relu {
+        return Ok(Cow::Borrowed(ctx.dout));
+    }
+    let y = ctx.output.float()?;
+    if y.shape() != ctx.dout.shape() {
+        op_bail!("output shape {:?} differs from the output gradient's {:?}", y.shape(), ctx.dout.shape());
+    }
+    Ok(Cow::Owned(scaled(ctx.dout, y, y, |y: T, _| step(y > T::zero()))))
 }
 
 pub fn build_leaky_relu<T: Elem>(n: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {

@@ -12,9 +12,11 @@
 //! extra loop levels cost nothing for 2-D inputs. It does not own ConvTranspose
 //! or QLinearConv.
 
+use super::activation::{dout_through, relu};
 use super::im2col::{col2im, col2im_onto, im2col};
 use super::panel::{PackedRows, as_f32, as_f32_mut, avx512};
 use super::value::{finput, with_scratch};
+use super::vmath;
 use super::winograd::{Plane, Winograd};
 use super::{Backward, BuildCtx, Elem, Op, OpError, OpResult, Value, op_bail};
 use crate::model::graph::{Attr, Node};
@@ -480,6 +482,8 @@ struct Conv {
     /// The weight packed for the forward and the input-gradient products,
     /// when it is a constant and the CPU has AVX-512 (see [`Op::prepare`]).
     panels: Option<ConvPanels>,
+    /// The output is relu(conv), a Relu absorbed (see [`Op::absorb_relu`]).
+    relu: bool,
 }
 
 /// Per group g, W[g] as [M/g, C/g·k] (forward: Y = W·col) and W[g]ᵀ
@@ -554,7 +558,7 @@ pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> 
     if !(1..=MAX_ATTR).contains(&group) {
         op_bail!("attribute 'group' must be at least 1, got {group}");
     }
-    Ok(Box::new(Conv { win, group: group as usize, depthwise_fast: true, panels: None }))
+    Ok(Box::new(Conv { win, group: group as usize, depthwise_fast: true, panels: None, relu: false }))
 }
 
 /// `wg` and the plane geometry of `g`, when `wg` (of `rows` × `depth`
@@ -642,7 +646,15 @@ impl<T: Elem> Op<T> for Conv {
         } else if !winograd.is_some_and(|(wg, plane)| wg.conv(&xs, d.n, &plane, bs.as_deref(), &mut y)) {
             gemm_forward(&xs, &ws, bs.as_deref(), &d, self.panels.as_ref(), &mut y, BAND_VALUES)?;
         }
+        if self.relu {
+            vmath::map_in_place(&mut y, relu);
+        }
         Ok(vec![Value::F(array(&d.out_shape(), y)?)])
+    }
+
+    fn absorb_relu(&mut self) -> bool {
+        self.relu = true;
+        true
     }
 
     /// Y is bilinear in (X, W) plus B: y[n, m, o] = b[m] + Σ_{c, j} w[m, c, j]·x[n, c, o·s + j·d − p]
@@ -660,8 +672,9 @@ impl<T: Elem> Op<T> for Conv {
         if ctx.dout.shape() != d.out_shape() {
             op_bail!("output gradient shape {:?} differs from the output shape {:?}", ctx.dout.shape(), d.out_shape());
         }
+        let dout = dout_through(ctx, self.relu)?;
         let wants = |i: usize| ctx.wrt.get(i).copied().unwrap_or(false);
-        let (xs, ws, dy) = (contiguous(x), contiguous(w), contiguous(ctx.dout));
+        let (xs, ws, dy) = (contiguous(x), contiguous(w), contiguous(&dout));
         let mut dx = wants(0).then(|| vec![T::zero(); xs.len()]);
         let mut dw = wants(1).then(|| vec![T::zero(); ws.len()]);
         if dx.is_some() || dw.is_some() {
@@ -1540,7 +1553,8 @@ mod tests {
             let b = uniform(&[ws[0]], 9 + k as u64, -0.5, 0.5);
             let packed = || -> (ArrayD<f64>, ArrayD<f64>) {
                 let group = attrs.iter().find(|a| a.0 == "group").map_or(1, |_| 2);
-                let mut op = Conv { win: Window::parse(&n).unwrap(), group, depthwise_fast: true, panels: None };
+                let mut op =
+                    Conv { win: Window::parse(&n).unwrap(), group, depthwise_fast: true, panels: None, relu: false };
                 let c = |a: &ArrayD<f64>| Value::F(a.mapv(|v| v as f32));
                 let ins = [c(&x), c(&w), c(&b)];
                 Op::<f32>::prepare(&mut op, &[None, Some(&ins[1]), Some(&ins[2])]);
@@ -1603,7 +1617,8 @@ mod tests {
             let x = f32s(uniform(&xs, 3 + k as u64, -1.0, 1.0));
             let w = uniform(&ws, 4 + k as u64, -0.3, 0.3).mapv(|v| v as f32);
             let b = f32s(uniform(&[ws[0]], 5, -0.5, 0.5));
-            let mut op = Conv { win: Window::parse(&n).unwrap(), group: 1, depthwise_fast: true, panels: None };
+            let mut op =
+                Conv { win: Window::parse(&n).unwrap(), group: 1, depthwise_fast: true, panels: None, relu: false };
             Op::<f32>::prepare(&mut op, &[None, Some(&Value::F(w.clone())), None]);
             let Some(panels) = op.panels.as_ref() else {
                 eprintln!("this CPU has no packed kernel: nothing is banded, nothing to compare");
@@ -1675,8 +1690,13 @@ mod tests {
             ),
         ] {
             let n = node("Conv", &attrs).with("group", Attr::Int(4));
-            let conv =
-                |fast: bool| Conv { win: Window::parse(&n).unwrap(), group: 4, depthwise_fast: fast, panels: None };
+            let conv = |fast: bool| Conv {
+                win: Window::parse(&n).unwrap(),
+                group: 4,
+                depthwise_fast: fast,
+                panels: None,
+                relu: false,
+            };
             let ins = [
                 Value::F(uniform(&[2, 4, 9, 8], 1, -1.0, 1.0)),
                 Value::F(uniform(&w_shape, 2, -1.0, 1.0)),
@@ -1728,7 +1748,8 @@ mod tests {
             let mut attrs = attrs;
             attrs.push(("group", Attr::Int(xs[1] as i64)));
             let n = node("Conv", &attrs);
-            let op = Conv { win: Window::parse(&n).unwrap(), group: xs[1], depthwise_fast: true, panels: None };
+            let op =
+                Conv { win: Window::parse(&n).unwrap(), group: xs[1], depthwise_fast: true, panels: None, relu: false };
             let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
             assert!(op.depthwise(&d), "case {k} is depthwise");
             let signed_zero = |i: usize, v: f64| if i % 6 == 1 { if v < 0.0 { -0.0 } else { 0.0 } } else { v as f32 };

@@ -4,6 +4,7 @@
 //! also run on integer tensors, because PyTorch's shape subgraphs do
 //! arithmetic on sizes.
 
+use super::activation::{dout_through, relu};
 use super::value::{broadcast_shape, broadcast_to, finput, input, reduce_to_shape};
 use super::vmath;
 use super::{Backward, BuildCtx, Elem, Op, OpResult, Value, op_bail};
@@ -18,7 +19,12 @@ enum Arith {
     Div,
 }
 
-struct Binary(Arith);
+struct Binary {
+    arith: Arith,
+    /// The output is relu(a ∘ b), a Relu absorbed (see [`Op::absorb_relu`]):
+    /// a residual block's Add and the Relu after it.
+    relu: bool,
+}
 
 fn int_op(op: Arith, a: i64, b: i64) -> OpResult<i64> {
     Ok(match op {
@@ -91,8 +97,8 @@ impl<T: Elem> Op<T> for Binary {
     fn forward(&self, inputs: &[Option<&Value<T>>]) -> OpResult<Vec<Value<T>>> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
         let shape = broadcast_shape(a.shape(), b.shape())?;
-        Ok(vec![match (a, b) {
-            (Value::F(a), Value::F(b)) => Value::F(match self.0 {
+        let mut y = match (a, b) {
+            (Value::F(a), Value::F(b)) => Value::F(match self.arith {
                 Arith::Add => float_op(&shape, a, b, |x, y| x + y)?,
                 Arith::Sub => float_op(&shape, a, b, |x, y| x - y)?,
                 Arith::Mul => float_op(&shape, a, b, |x, y| x * y)?,
@@ -100,11 +106,24 @@ impl<T: Elem> Op<T> for Binary {
             }),
             (Value::I(a), Value::I(b)) => {
                 let (a, b) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
-                let v: OpResult<Vec<i64>> = a.iter().zip(b.iter()).map(|(&x, &y)| int_op(self.0, x, y)).collect();
+                let v: OpResult<Vec<i64>> = a.iter().zip(b.iter()).map(|(&x, &y)| int_op(self.arith, x, y)).collect();
                 Value::I(ArrayD::from_shape_vec(IxDyn(&shape), v?).map_err(|e| super::OpError(e.to_string()))?)
             }
-            _ => op_bail!("{:?} of a float and an integer tensor", self.0),
-        }])
+            _ => op_bail!("{:?} of a float and an integer tensor", self.arith),
+        };
+        if self.relu {
+            let Value::F(y) = &mut y else { op_bail!("Relu of an integer tensor") };
+            match y.as_slice_mut() {
+                Some(ys) => vmath::map_in_place(ys, relu),
+                None => y.mapv_inplace(relu),
+            }
+        }
+        Ok(vec![y])
+    }
+
+    fn absorb_relu(&mut self) -> bool {
+        self.relu = true;
+        true
     }
 
     fn backward(&self, ctx: &Backward<'_, T>) -> OpResult<Vec<Option<ArrayD<T>>>> {
@@ -113,12 +132,12 @@ impl<T: Elem> Op<T> for Binary {
         // Each then summed over the axes its operand was broadcast along.
         let a = finput(ctx.inputs, 0)?;
         let b = finput(ctx.inputs, 1)?;
-        let g = ctx.dout;
+        let g = &*dout_through(ctx, self.relu)?;
         let shape = g.shape().to_vec();
         let (ab, bb) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
         let mut out = vec![None; ctx.inputs.len()];
         if ctx.wrt[0] {
-            let da = match self.0 {
+            let da = match self.arith {
                 Arith::Add | Arith::Sub => g.clone(),
                 Arith::Mul => zip_slices(&shape, g, b, |g, y| g * y).unwrap_or_else(|| g * &bb),
                 Arith::Div => zip_slices(&shape, g, b, |g, y| g / y).unwrap_or_else(|| g / &bb),
@@ -126,7 +145,7 @@ impl<T: Elem> Op<T> for Binary {
             out[0] = Some(reduce_to_shape(da, a.shape()));
         }
         if ctx.wrt[1] {
-            let db = match self.0 {
+            let db = match self.arith {
                 Arith::Add => g.clone(),
                 Arith::Sub => g.mapv(|v| -v),
                 Arith::Mul => zip_slices(&shape, g, a, |g, x| g * x).unwrap_or_else(|| g * &ab),
@@ -143,16 +162,16 @@ impl<T: Elem> Op<T> for Binary {
 }
 
 pub fn build_add<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
-    Ok(Box::new(Binary(Arith::Add)))
+    Ok(Box::new(Binary { arith: Arith::Add, relu: false }))
 }
 pub fn build_sub<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
-    Ok(Box::new(Binary(Arith::Sub)))
+    Ok(Box::new(Binary { arith: Arith::Sub, relu: false }))
 }
 pub fn build_mul<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
-    Ok(Box::new(Binary(Arith::Mul)))
+    Ok(Box::new(Binary { arith: Arith::Mul, relu: false }))
 }
 pub fn build_div<T: Elem>(_: &Node, _: &BuildCtx) -> OpResult<Box<dyn Op<T>>> {
-    Ok(Box::new(Binary(Arith::Div)))
+    Ok(Box::new(Binary { arith: Arith::Div, relu: false }))
 }
 
 /// PRelu: y = x (x > 0), slope·x otherwise; slope broadcasts to x.

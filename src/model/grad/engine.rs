@@ -133,13 +133,16 @@ impl<T: Elem> Engine<T> {
     /// Plans the reverse pass from the image input to the logits (the input
     /// of a final Softmax/LogSoftmax, which is stripped), folding each
     /// inference BatchNormalization that alone reads a Conv's output into
-    /// that Conv (see [`fold_batch_norm`]).
+    /// that Conv (see [`fold_batch_norm`]), and each Relu that alone reads
+    /// an op's output into that op where it can apply it (see
+    /// [`super::Op::absorb_relu`]).
     pub fn new(graph: &Graph) -> Result<Self, GradError> {
-        Self::build(graph, true)
+        Self::build(graph, true, true)
     }
 
-    /// [`Engine::new`], with the BatchNormalization folding on or off.
-    fn build(graph: &Graph, fold_batch_norms: bool) -> Result<Self, GradError> {
+    /// [`Engine::new`], with the BatchNormalization folding and the ReLU
+    /// absorption each on or off.
+    fn build(graph: &Graph, fold_batch_norms: bool, absorb_relus: bool) -> Result<Self, GradError> {
         let ctx = BuildCtx { opset: graph.opset };
         let entries: HashMap<&str, _> = registry::<T>().into_iter().map(|e| (e.name, e)).collect();
 
@@ -284,6 +287,22 @@ impl<T: Elem> Engine<T> {
                     .collect();
                 conv.op.prepare(&constants);
                 kinds.insert(outputs[0], Kind::Path);
+                continue;
+            }
+            if absorb_relus
+                && kind == Kind::Path
+                && node.op_type == "Relu"
+                && outputs.len() == 1
+                && let [Some(z)] = inputs[..]
+                && let Some(op) = live.iter_mut().rev().find(|n| n.outputs.first() == Some(&z))
+                && op.outputs.len() == 1
+                && uses.get(names[z].as_str()) == Some(&1)
+                && op.op.absorb_relu()
+            {
+                // The op now computes the Relu's output; its own output,
+                // read by the Relu alone, is never held.
+                op.outputs[0] = outputs[0];
+                op.absorbed.push(node.op_type.clone());
                 continue;
             }
             if kind == Kind::Const {
@@ -543,7 +562,7 @@ mod tests {
         for name in ["pneumonia_cnn", "pneumonia_resnet", "pneumonia_mixed_ops", "ct_nodule_cnn"] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
             let model = Classifier::load(&path).unwrap();
-            let engine = Engine::<f32>::build(model.graph(), true).unwrap();
+            let engine = Engine::<f32>::build(model.graph(), true, true).unwrap();
             let mut shape = vec![3];
             shape.extend_from_slice(model.sample_shape());
             let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
@@ -561,6 +580,51 @@ mod tests {
         }
     }
 
+    /// A Relu absorbed into the op before it changes no bit of the logits or
+    /// of the input gradient (relu is exact, and the absorbed rule is the
+    /// Relu's own), on the committed models with ReLUs, with the
+    /// BatchNormalizations folded or not; and every Relu that alone reads a
+    /// Conv or an Add is absorbed (the others read a Gemm or, unfolded, a
+    /// BatchNormalization).
+    #[test]
+    fn absorbed_relus_change_no_bit() {
+        // (model, Relus absorbed into Convs with the BatchNormalizations folded / not, into Adds)
+        for (name, convs, adds) in
+            [("pneumonia_cnn", [2, 2], 0), ("pneumonia_resnet", [4, 0], 3), ("ct_nodule_cnn", [3, 3], 0)]
+        {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
+            let model = Classifier::load(&path).unwrap();
+            let mut shape = vec![3];
+            shape.extend_from_slice(model.sample_shape());
+            // Values around 0, so that some pre-activations are negative.
+            let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
+                ((0..shape.len()).map(|i| (i + 3) * d[i]).sum::<usize>() % 17) as f32 / 8.0 - 1.0
+            });
+            let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for (fold, convs) in [true, false].into_iter().zip(convs) {
+                let (absorbed, plain) = (
+                    Engine::<f32>::build(model.graph(), fold, true).unwrap(),
+                    Engine::<f32>::build(model.graph(), fold, false).unwrap(),
+                );
+                let relus = |e: &Engine<f32>| e.live.iter().filter(|n| n.op_type == "Relu").count();
+                let into = |op: &str| {
+                    let ends_in_relu = |n: &&PlanNode<f32>| n.absorbed.last().is_some_and(|a| a == "Relu");
+                    absorbed.live.iter().filter(|n| n.op_type == op).filter(ends_in_relu).count()
+                };
+                assert_eq!((into("Conv"), into("Add")), (convs, adds), "{name}, folded {fold}");
+                assert_eq!(relus(&plain) - relus(&absorbed), convs + adds, "{name}, folded {fold}");
+                assert_eq!(absorbed.path_ops().count(), plain.path_ops().count(), "{name}: absorbed ops are reported");
+                let (a, p) = (
+                    absorbed.loss_and_grad(x.clone(), &[0, 1, 0], Loss::CE).unwrap(),
+                    plain.loss_and_grad(x.clone(), &[0, 1, 0], Loss::CE).unwrap(),
+                );
+                assert_eq!(bits(a.logits.as_slice().unwrap()), bits(p.logits.as_slice().unwrap()), "{name} logits");
+                assert_eq!(bits(a.grad.as_slice().unwrap()), bits(p.grad.as_slice().unwrap()), "{name} gradient");
+                assert!(a.grad.iter().any(|&g| g != 0.0), "{name}: a gradient of zeros proves nothing");
+            }
+        }
+    }
+
     /// pneumonia_resnet keeps its nine BatchNormalization nodes, each reading
     /// a Conv's output alone: all nine fold, the reported path still lists
     /// them, and logits and input gradients agree with the unfolded engine
@@ -570,8 +634,10 @@ mod tests {
     fn batch_norms_fold_into_their_convs_without_changing_the_gradient() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pneumonia_resnet.onnx");
         let model = Classifier::load(&path).unwrap();
-        let (folded, plain) =
-            (Engine::<f64>::build(model.graph(), true).unwrap(), Engine::<f64>::build(model.graph(), false).unwrap());
+        let (folded, plain) = (
+            Engine::<f64>::build(model.graph(), true, false).unwrap(),
+            Engine::<f64>::build(model.graph(), false, false).unwrap(),
+        );
         assert_eq!(plain.live.len() - folded.live.len(), 9, "every BatchNormalization folds");
         let count = |e: &Engine<f64>| e.path_ops().filter(|op| *op == "BatchNormalization").count();
         assert_eq!((count(&folded), count(&plain)), (9, 9), "folded nodes are still reported on the path");

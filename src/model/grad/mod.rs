@@ -108,6 +108,14 @@ pub trait Op<T: Elem>: Send + Sync {
     fn prepare(&mut self, constants: &[Option<&Value<T>>]) {
         let _ = constants;
     }
+
+    /// Called when the engine is built, for an op whose only reader is a
+    /// Relu: true if the op now applies the ReLU to its own output (and its
+    /// backward rule starts with the ReLU's), so the engine drops the Relu
+    /// node. Saves a pass over the tensor and a copy of it on the tape.
+    fn absorb_relu(&mut self) -> bool {
+        false
+    }
 }
 
 pub type Builder<T> = fn(&Node, &BuildCtx) -> OpResult<Box<dyn Op<T>>>;

@@ -107,6 +107,15 @@ pub fn zip<T: Copy, F: Fn(T, T) -> T>(xs: &[T], ys: &[T], f: F) -> Vec<T> {
     out
 }
 
+/// xs[i] = f(xs[i]), in place.
+pub fn map_in_place<T: Copy, F: Fn(T) -> T>(xs: &mut [T], f: F) {
+    wide(xs, &[], &[], |out: &mut [T], _: &[T], _: &[T]| {
+        for o in out.iter_mut() {
+            *o = f(*o);
+        }
+    });
+}
+
 /// out[i] = f(xs[i]) over the common length.
 pub fn map_into<T: Copy, F: Fn(T) -> T>(out: &mut [T], xs: &[T], f: F) {
     let rows = |out: &mut [T], _: &[T], _: &[T]| map_rows(out, xs, &f);
