@@ -845,7 +845,11 @@ pub fn run_attack(req: &AttackRequest) -> Result<RunOutcome, Error> {
             let both = ndarray::concatenate(Axis(0), &[adv.view(), quantized.view()])
                 .map_err(|e| AttackError::Batch { attack: a.name(), reason: e.to_string() })?;
             let logits = objective.logits(&both)?;
-            let (logits, quantized) = logits.view().split_at(Axis(0), rows.len().min(logits.nrows()));
+            if logits.nrows() != 2 * rows.len() {
+                let reason = format!("{} logit rows for {} images", logits.nrows(), 2 * rows.len());
+                return Err(AttackError::Batch { attack: a.name(), reason }.into());
+            }
+            let (logits, quantized) = logits.view().split_at(Axis(0), rows.len());
             Ok(logits
                 .outer_iter()
                 .zip(quantized.outer_iter())

@@ -171,8 +171,8 @@ impl Classifier {
         self.engine.is_ok() && matches!(self.batch_fixed, None | Some(1))
     }
 
-    /// Logits to decide on: the gradient engine's forward pass, one sample
-    /// at a time, with every near-tie re-run by tract. Their argmax is
+    /// Logits to decide on: the gradient engine's forward pass without a
+    /// tape, with every near-tie re-run by tract. Their argmax is
     /// tract's while the two differ by less than `NEAR_TIE / 2` (see
     /// [`NEAR_TIE`]); without an engine, or when the model fixes its batch
     /// at more than 1, they are tract's own. A row never depends on its
