@@ -558,7 +558,7 @@ pub fn build_conv<T: Elem>(n: &Node, _c: &BuildCtx) -> OpResult<Box<dyn Op<T>>> 
     if !(1..=MAX_ATTR).contains(&group) {
         op_bail!("attribute 'group' must be at least 1, got {group}");
     }
-    Ok(Box::new(Conv { win, group: group as usize, depthwise_fast: true, panels: None, relu: false }))
+    Ok(Box::new(Conv::new(win, group as usize)))
 }
 
 /// `wg` and the plane geometry of `g`, when `wg` (of `rows` × `depth`
@@ -583,6 +583,11 @@ fn winograd_for<'a>(wg: Option<&'a Winograd>, g: &Geom, rows: usize, depth: usiz
 }
 
 impl Conv {
+    /// A convolution as the model states it: nothing packed or absorbed yet.
+    fn new(win: Window, group: usize) -> Conv {
+        Conv { win, group, depthwise_fast: true, panels: None, relu: false }
+    }
+
     fn dims(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> OpResult<Dims> {
         if !(3..=5).contains(&x.len()) {
             op_bail!("Conv supports 1-D to 3-D convolutions (input rank 3 to 5), got input shape {x:?}");
@@ -1553,8 +1558,7 @@ mod tests {
             let b = uniform(&[ws[0]], 9 + k as u64, -0.5, 0.5);
             let packed = || -> (ArrayD<f64>, ArrayD<f64>) {
                 let group = attrs.iter().find(|a| a.0 == "group").map_or(1, |_| 2);
-                let mut op =
-                    Conv { win: Window::parse(&n).unwrap(), group, depthwise_fast: true, panels: None, relu: false };
+                let mut op = Conv::new(Window::parse(&n).unwrap(), group);
                 let c = |a: &ArrayD<f64>| Value::F(a.mapv(|v| v as f32));
                 let ins = [c(&x), c(&w), c(&b)];
                 Op::<f32>::prepare(&mut op, &[None, Some(&ins[1]), Some(&ins[2])]);
@@ -1617,8 +1621,7 @@ mod tests {
             let x = f32s(uniform(&xs, 3 + k as u64, -1.0, 1.0));
             let w = uniform(&ws, 4 + k as u64, -0.3, 0.3).mapv(|v| v as f32);
             let b = f32s(uniform(&[ws[0]], 5, -0.5, 0.5));
-            let mut op =
-                Conv { win: Window::parse(&n).unwrap(), group: 1, depthwise_fast: true, panels: None, relu: false };
+            let mut op = Conv::new(Window::parse(&n).unwrap(), 1);
             Op::<f32>::prepare(&mut op, &[None, Some(&Value::F(w.clone())), None]);
             let Some(panels) = op.panels.as_ref() else {
                 eprintln!("this CPU has no packed kernel: nothing is banded, nothing to compare");
@@ -1690,13 +1693,7 @@ mod tests {
             ),
         ] {
             let n = node("Conv", &attrs).with("group", Attr::Int(4));
-            let conv = |fast: bool| Conv {
-                win: Window::parse(&n).unwrap(),
-                group: 4,
-                depthwise_fast: fast,
-                panels: None,
-                relu: false,
-            };
+            let conv = |fast: bool| Conv { depthwise_fast: fast, ..Conv::new(Window::parse(&n).unwrap(), 4) };
             let ins = [
                 Value::F(uniform(&[2, 4, 9, 8], 1, -1.0, 1.0)),
                 Value::F(uniform(&w_shape, 2, -1.0, 1.0)),
@@ -1748,8 +1745,7 @@ mod tests {
             let mut attrs = attrs;
             attrs.push(("group", Attr::Int(xs[1] as i64)));
             let n = node("Conv", &attrs);
-            let op =
-                Conv { win: Window::parse(&n).unwrap(), group: xs[1], depthwise_fast: true, panels: None, relu: false };
+            let op = Conv::new(Window::parse(&n).unwrap(), xs[1]);
             let d = op.dims(&xs, &ws, Some(&[ws[0]])).unwrap();
             assert!(op.depthwise(&d), "case {k} is depthwise");
             let signed_zero = |i: usize, v: f64| if i % 6 == 1 { if v < 0.0 { -0.0 } else { 0.0 } } else { v as f32 };

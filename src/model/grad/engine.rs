@@ -553,6 +553,16 @@ mod tests {
     use super::*;
     use crate::model::Classifier;
 
+    /// A committed model, `models/NAME.onnx`.
+    fn committed(name: &str) -> Classifier {
+        Classifier::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"))).unwrap()
+    }
+
+    /// The input shape of a batch of `n` samples for `model`.
+    fn batch_of(n: usize, model: &Classifier) -> Vec<usize> {
+        std::iter::once(n).chain(model.sample_shape().iter().copied()).collect()
+    }
+
     /// The tape-free pass runs the same ops on the same values as
     /// `forward`, so its logits are the same bits, on every committed model
     /// (pneumonia_resnet's skip connections read values several nodes
@@ -560,11 +570,9 @@ mod tests {
     #[test]
     fn logits_without_a_tape_are_the_forward_bits_and_hold_no_read_value() {
         for name in ["pneumonia_cnn", "pneumonia_resnet", "pneumonia_mixed_ops", "ct_nodule_cnn"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
-            let model = Classifier::load(&path).unwrap();
+            let model = committed(name);
             let engine = Engine::<f32>::build(model.graph(), true, true).unwrap();
-            let mut shape = vec![3];
-            shape.extend_from_slice(model.sample_shape());
+            let shape = batch_of(3, &model);
             let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
                 ((0..shape.len()).map(|i| (i + 2) * d[i]).sum::<usize>() % 13) as f32 / 13.0
             });
@@ -592,10 +600,8 @@ mod tests {
         for (name, convs, adds) in
             [("pneumonia_cnn", [2, 2], 0), ("pneumonia_resnet", [4, 0], 3), ("ct_nodule_cnn", [3, 3], 0)]
         {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.onnx"));
-            let model = Classifier::load(&path).unwrap();
-            let mut shape = vec![3];
-            shape.extend_from_slice(model.sample_shape());
+            let model = committed(name);
+            let shape = batch_of(3, &model);
             // Values around 0, so that some pre-activations are negative.
             let x = ArrayD::from_shape_fn(IxDyn(&shape), |d| {
                 ((0..shape.len()).map(|i| (i + 3) * d[i]).sum::<usize>() % 17) as f32 / 8.0 - 1.0
@@ -632,8 +638,7 @@ mod tests {
     /// ~1e-16 each, against the two ops' own rounding).
     #[test]
     fn batch_norms_fold_into_their_convs_without_changing_the_gradient() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pneumonia_resnet.onnx");
-        let model = Classifier::load(&path).unwrap();
+        let model = committed("pneumonia_resnet");
         let (folded, plain) = (
             Engine::<f64>::build(model.graph(), true, false).unwrap(),
             Engine::<f64>::build(model.graph(), false, false).unwrap(),

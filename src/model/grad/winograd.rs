@@ -131,8 +131,9 @@ impl Plane {
     /// The chunks of the `units` tile rows (one image's row of tiles
     /// each), of about `values` values of V and M each for `channels`
     /// input and output channels together. Every chunk reads all of U (α²
-    /// matrices of out × in channels) once more, and a product's speed falls with its columns,
-    /// so a remainder of less than half a chunk joins the last one: on
+    /// matrices of out × in channels) once more, and a product's speed
+    /// falls with its columns, so a remainder of less than half a chunk
+    /// joins the last one: on
     /// ResNet-18's 14×14 planes at batch 4 a chunk of 14 tile rows and one
     /// of 2 became one of 16, and the 2-row chunk's products (8 columns)
     /// had run at a third of the others' speed. (Equal shares instead,
